@@ -1,0 +1,9 @@
+"""Hubbub: a real-time chat and pub/sub server on FastAPI WebSockets."""
+
+from __future__ import annotations
+
+from hubbub.app import create_app
+from hubbub.config import Settings
+
+__all__ = ["Settings", "create_app"]
+__version__ = "0.1.0"

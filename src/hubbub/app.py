@@ -1,0 +1,59 @@
+"""``create_app(settings)``: the FastAPI application, built without global state."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from hubbub.brokers import broker_from_url
+from hubbub.config import Settings
+from hubbub.hub import Hub
+from hubbub.routes.seed import seed_router
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build Hubbub's application; everything it uses hangs off ``app.state.hub``."""
+    settings = settings or Settings()
+    hub = Hub(settings, broker_from_url(settings.broker_url))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await hub.start()
+        try:
+            yield
+        finally:
+            await hub.stop()
+
+    app = FastAPI(title="Hubbub", version="0.1.0", lifespan=lifespan)
+    app.state.hub = hub
+    app.state.settings = settings
+    app.include_router(seed_router(hub))
+
+    @app.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        """The process is alive and serving HTTP."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"])
+    async def readyz() -> JSONResponse:
+        """The broker is reachable and the process is not shutting down."""
+        ready = hub.ready
+        body = {
+            "status": "ready" if ready else "not ready",
+            "broker": {
+                "url_scheme": settings.broker_url.split("://", 1)[0],
+                "ready": hub.broker.ready,
+            },
+            "connections": len(hub.connections),
+        }
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for worker processes: settings come from ``HUBBUB_*`` variables."""
+    return create_app(Settings())

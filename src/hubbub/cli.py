@@ -1,0 +1,118 @@
+"""The ``hubbub`` command: ``hubbub serve [--flags]``.
+
+Every ``serve`` flag is a field of :class:`~hubbub.config.Settings`; a flag that is not
+given falls back to its ``HUBBUB_*`` variable, then to the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import types
+import typing
+from collections.abc import Sequence
+from typing import Any
+
+import uvicorn
+from pydantic import ValidationError
+from uvicorn.supervisors import Multiprocess
+
+from hubbub.app import create_app
+from hubbub.brokers import broker_from_url
+from hubbub.config import Settings
+from hubbub.errors import ConfigurationError
+from hubbub.server import ServerConfig
+
+logger = logging.getLogger("hubbub")
+
+
+def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
+    for name, field in Settings.model_fields.items():
+        flag = "--" + name.replace("_", "-")
+        env = f"HUBBUB_{name.upper()}"
+        help_text = f"{field.description} [env {env}; default {field.default}]"
+        annotation = field.annotation
+        if typing.get_origin(annotation) is typing.Literal:
+            parser.add_argument(
+                flag, dest=name, choices=typing.get_args(annotation), help=help_text
+            )
+        elif annotation in (int, float):
+            assert isinstance(annotation, type)
+            parser.add_argument(flag, dest=name, type=annotation, help=help_text)
+        else:
+            assert annotation is str or isinstance(annotation, types.UnionType)
+            parser.add_argument(flag, dest=name, help=help_text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``hubbub`` command."""
+    parser = argparse.ArgumentParser(prog="hubbub", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the server")
+    _add_settings_flags(serve)
+    return parser
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings from the given flags on top of the environment."""
+    given: dict[str, Any] = {
+        name: getattr(args, name)
+        for name in Settings.model_fields
+        if getattr(args, name, None) is not None
+    }
+    return Settings(**given)
+
+
+def check(settings: Settings) -> None:
+    """Refuse settings that cannot work, with a message that says why."""
+    broker = broker_from_url(settings.broker_url)
+    if settings.workers > 1 and not broker.shared_across_processes:
+        raise ConfigurationError(
+            f"--workers {settings.workers} needs a broker that reaches every process; "
+            f"{settings.broker_url} lives inside one process. Use e.g. "
+            "--broker-url redis://127.0.0.1:6379, or --workers 1."
+        )
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+def serve(settings: Settings) -> int:
+    """Run the server until SIGTERM/SIGINT; returns the exit status."""
+    check(settings)
+    # uvicorn re-raises SIGTERM/SIGINT once its graceful shutdown is done; by then the
+    # stop went as asked, so the re-raised signal ends the process with status 0.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _exit_cleanly)
+    if settings.workers == 1:
+        config = ServerConfig(create_app(settings), settings)
+        server = uvicorn.Server(config)
+        server.run()
+        return 0 if server.started else 3
+    # Workers are spawned processes: they rebuild the same settings from the environment.
+    os.environ.update(settings.to_env())
+    config = ServerConfig("hubbub.app:create_app_from_env", settings, factory=True)
+    Multiprocess(config, sockets=[config.bind_socket()]).run()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``hubbub`` command."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+        return serve(settings)
+    except ValidationError as exc:
+        print(f"hubbub: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    except ConfigurationError as exc:
+        print(f"hubbub: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,57 @@
+"""One ``Settings`` object: defaults, then ``HUBBUB_*`` environment variables, then CLI flags."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+
+
+class Settings(BaseSettings):
+    """Everything Hubbub can be told. Each field is also ``HUBBUB_<FIELD>`` and ``--<field>``."""
+
+    model_config = SettingsConfigDict(env_prefix="HUBBUB_", frozen=True, extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Interface to bind.")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port to bind (0 picks a free one).")
+    workers: int = Field(1, ge=1, le=256, description="Server processes sharing the port.")
+    broker_url: str = Field("memory://", description="Cross-process fan-out: memory://, ...")
+    log_level: LogLevel = Field("info", description="Logging threshold.")
+
+    max_frame_bytes: int = Field(
+        64 * 1024, ge=125, description="Largest incoming message; bigger ones close with 1009."
+    )
+    outbox_max_bytes: int = Field(
+        1024 * 1024, ge=1024, description="Bytes queued for a client before it is a slow consumer."
+    )
+    outbox_max_messages: int = Field(
+        1024, ge=1, description="Frames queued for one client before it is a slow consumer."
+    )
+    max_connections: int = Field(
+        20_000, ge=1, description="WebSockets per process; more are closed with 1013."
+    )
+    ping_interval: float = Field(20.0, gt=0, description="Seconds between keepalive pings.")
+    ping_timeout: float = Field(20.0, gt=0, description="Seconds to wait for a pong.")
+    close_timeout: float = Field(
+        5.0, gt=0, description="Seconds a close frame may take before the socket is aborted."
+    )
+    handshake_timeout: float = Field(
+        10.0, gt=0, description="Seconds a new TCP connection may take to send its request."
+    )
+    shutdown_timeout: float = Field(
+        5.0, gt=0, description="Seconds to flush clients on SIGTERM before aborting them."
+    )
+
+    @field_validator("broker_url")
+    @classmethod
+    def _has_scheme(cls, value: str) -> str:
+        if "://" not in value:
+            raise ValueError("a broker URL looks like scheme://..., e.g. memory://")
+        return value
+
+    def to_env(self) -> dict[str, str]:
+        """These settings as ``HUBBUB_*`` variables, so that worker processes rebuild them."""
+        return {f"HUBBUB_{name.upper()}": str(value) for name, value in self.model_dump().items()}

@@ -1,0 +1,239 @@
+"""One accepted WebSocket: a bounded outbox, drained without ever blocking the sender.
+
+Two ways to reach the socket:
+
+- *direct*: under ``hubbub serve`` the server's WebSocket protocol puts a
+  :class:`DirectChannel` in the ASGI scope. Frames are written straight into the
+  transport while it is writable and queued in the outbox while it is not; the
+  transport's ``resume_writing`` drains the outbox. No task, no task switch.
+- *ASGI*: under any other ASGI server, a writer task owned by the connection drains
+  the outbox through ASGI ``send``.
+
+Either way ``send`` never awaits, and a client whose outbox overflows is closed with
+1008 "slow consumer".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import Protocol
+
+from starlette.websockets import WebSocket
+
+from hubbub.errors import CloseCode
+from hubbub.frames import OutFrame
+
+logger = logging.getLogger("hubbub.connection")
+
+DIRECT_EXTENSION = "hubbub.direct"
+
+
+class DirectChannel(Protocol):
+    """What Hubbub's uvicorn WebSocket protocol offers a connection (see ``server.py``)."""
+
+    def is_writable(self) -> bool:
+        """True while the transport's buffer is below its high-water mark."""
+
+    def write_frame(self, frame: bytes) -> None:
+        """Write a complete WebSocket frame; dropped if the connection is closing."""
+
+    def on_writable(self, callback: Callable[[], None] | None) -> None:
+        """Call ``callback`` each time the transport becomes writable again."""
+
+    def close_now(self, code: int, reason: str) -> None:
+        """Send a close frame even if the buffer is full; abort the socket if it is
+        still not out after the close timeout."""
+
+
+class Limits(Protocol):
+    """The settings a connection needs."""
+
+    @property
+    def outbox_max_bytes(self) -> int:
+        """Bytes a client may have queued."""
+
+    @property
+    def outbox_max_messages(self) -> int:
+        """Frames a client may have queued."""
+
+    @property
+    def close_timeout(self) -> float:
+        """Seconds a close may take (ASGI path: before giving up on it)."""
+
+
+class Connection:
+    """A client socket with a bounded outbox. Created by the hub, one per WebSocket."""
+
+    __slots__ = (
+        "_closer",
+        "_closing",
+        "_direct",
+        "_max_bytes",
+        "_max_messages",
+        "_on_slow",
+        "_outbox",
+        "_queued_bytes",
+        "_wakeup",
+        "_writer",
+        "close_code",
+        "close_timeout",
+        "websocket",
+    )
+
+    def __init__(
+        self, websocket: WebSocket, limits: Limits, on_slow: Callable[[Connection], None]
+    ) -> None:
+        self.websocket = websocket
+        self.close_code: int | None = None
+        self.close_timeout = limits.close_timeout
+        self._max_bytes = limits.outbox_max_bytes
+        self._max_messages = limits.outbox_max_messages
+        self._on_slow = on_slow
+        self._outbox: deque[OutFrame] = deque()
+        self._queued_bytes = 0
+        self._closing = False
+        extensions = websocket.scope.get("extensions") or {}
+        self._direct: DirectChannel | None = extensions.get(DIRECT_EXTENSION)
+        self._wakeup: asyncio.Event | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def accept(self) -> None:
+        """Complete the handshake and start draining the outbox."""
+        await self.websocket.accept()
+        if self._direct is not None:
+            self._direct.on_writable(self._drain)
+        else:
+            self._wakeup = asyncio.Event()
+            self._writer = asyncio.create_task(self._write_loop(), name="hubbub-writer")
+
+    async def finish(self) -> None:
+        """Release what the connection owns; called once the peer is gone."""
+        self._closing = True
+        self._outbox.clear()
+        self._queued_bytes = 0
+        if self._direct is not None:
+            self._direct.on_writable(None)
+        for task in (self._writer, self._closer):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    @property
+    def closing(self) -> bool:
+        """True once the connection is closing; sends are then dropped."""
+        return self._closing
+
+    @property
+    def queued(self) -> tuple[int, int]:
+        """Frames and bytes waiting in the outbox."""
+        return len(self._outbox), self._queued_bytes
+
+    # -- outgoing --------------------------------------------------------------
+
+    def send(self, frame: OutFrame) -> None:
+        """Queue ``frame`` for this client; never blocks. Overflow closes the client."""
+        if self._closing:
+            return
+        outbox = self._outbox
+        direct = self._direct
+        if direct is not None and not outbox and direct.is_writable():
+            direct.write_frame(frame.wire)
+            return
+        size = frame.size
+        if len(outbox) >= self._max_messages or self._queued_bytes + size > self._max_bytes:
+            self._slow_consumer()
+            return
+        outbox.append(frame)
+        self._queued_bytes += size
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    def send_text(self, text: str) -> None:
+        """Queue one text message for this client only."""
+        self.send(OutFrame.from_text(text))
+
+    def _drain(self) -> None:
+        # Direct path: the transport became writable again; refill it until it pauses.
+        direct = self._direct
+        outbox = self._outbox
+        assert direct is not None
+        while outbox and direct.is_writable() and not self._closing:
+            frame = outbox.popleft()
+            self._queued_bytes -= frame.size
+            direct.write_frame(frame.wire)
+
+    async def _write_loop(self) -> None:
+        # ASGI path: one task per connection owns every await on this client's socket.
+        assert self._wakeup is not None
+        send = self.websocket.send
+        outbox = self._outbox
+        wakeup = self._wakeup
+        while True:
+            while not outbox:
+                wakeup.clear()
+                await wakeup.wait()
+            frame = outbox.popleft()
+            self._queued_bytes -= frame.size
+            try:
+                await send(frame.asgi_event)
+            except Exception:  # the peer went away; the reader will see the disconnect
+                self._closing = True
+                return
+
+    def _slow_consumer(self) -> None:
+        self._on_slow(self)
+        self.close(CloseCode.POLICY_VIOLATION, "slow consumer")
+
+    # -- closing ---------------------------------------------------------------
+
+    def close(self, code: int, reason: str = "") -> None:
+        """Start closing with ``code``; queued frames are dropped. Never blocks."""
+        if self._closing:
+            return
+        self._closing = True
+        self.close_code = code
+        self._outbox.clear()
+        self._queued_bytes = 0
+        if self._direct is not None:
+            self._direct.close_now(code, reason)
+            return
+        if self._writer is not None:
+            self._writer.cancel()
+        self._closer = asyncio.create_task(self._close_asgi(code, reason), name="hubbub-close")
+
+    async def _close_asgi(self, code: int, reason: str) -> None:
+        try:
+            await asyncio.wait_for(self.websocket.close(code, reason), self.close_timeout)
+        except TimeoutError:
+            # Another ASGI server offers no way to abort; it will reap the socket.
+            logger.info("close frame not written within %.1fs", self.close_timeout)
+        except Exception:  # already disconnected
+            logger.debug("close after disconnect", exc_info=True)
+
+    # -- incoming --------------------------------------------------------------
+
+    async def texts(self) -> AsyncIterator[str]:
+        """Yield each text message until the peer is gone. A binary frame closes 1003."""
+        receive = self.websocket.receive
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.receive":
+                text = message.get("text")
+                if text is None:
+                    self.close(CloseCode.UNSUPPORTED_DATA, "text frames only")
+                    continue
+                if not self._closing:
+                    yield text
+            elif message["type"] == "websocket.disconnect":
+                if self.close_code is None:
+                    self.close_code = message.get("code", CloseCode.NORMAL)
+                self._closing = True
+                return

@@ -1,0 +1,79 @@
+"""The three WebSocket endpoints of FastAPI's WebSockets tutorial, with its exact strings."""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from typing import Annotated
+
+from fastapi import APIRouter, Cookie, Depends, Query, WebSocket, WebSocketException, status
+from fastapi.responses import HTMLResponse
+
+from hubbub.hub import Hub
+
+CHAT_CHANNEL = "seed:chat"
+
+
+async def cookie_or_token(
+    session: Annotated[str | None, Cookie()] = None,
+    token: Annotated[str | None, Query()] = None,
+) -> str:
+    """The tutorial's credentials: a ``session`` cookie or a ``token`` query; else 1008."""
+    if session is None and token is None:
+        raise WebSocketException(code=status.WS_1008_POLICY_VIOLATION)
+    return session or token  # type: ignore[return-value]
+
+
+def seed_router(hub: Hub) -> APIRouter:
+    """Routes for ``/``, ``/ws``, ``/items/{item_id}/ws`` and ``/ws/{client_id}``."""
+    router = APIRouter()
+    index_html = files("hubbub.web").joinpath("index.html").read_text(encoding="utf-8")
+
+    @router.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> HTMLResponse:
+        return HTMLResponse(index_html)
+
+    @router.websocket("/ws")
+    async def echo(websocket: WebSocket) -> None:
+        connection = await hub.connect(websocket)
+        if connection is None:
+            return
+        try:
+            async for text in connection.texts():
+                connection.send_text(f"Message text was: {text}")
+        finally:
+            await hub.disconnect(connection)
+
+    @router.websocket("/items/{item_id}/ws")
+    async def items(
+        websocket: WebSocket,
+        item_id: str,
+        credentials: Annotated[str, Depends(cookie_or_token)],
+        q: int | None = None,
+    ) -> None:
+        connection = await hub.connect(websocket)
+        if connection is None:
+            return
+        try:
+            async for text in connection.texts():
+                connection.send_text(f"Session cookie or query token value is: {credentials}")
+                if q is not None:
+                    connection.send_text(f"Query parameter q is: {q}")
+                connection.send_text(f"Message text was: {text}, for item ID: {item_id}")
+        finally:
+            await hub.disconnect(connection)
+
+    @router.websocket("/ws/{client_id}")
+    async def chat(websocket: WebSocket, client_id: int) -> None:
+        connection = await hub.connect(websocket)
+        if connection is None:
+            return
+        try:
+            await hub.join(CHAT_CHANNEL, connection)
+            async for text in connection.texts():
+                connection.send_text(f"You wrote: {text}")
+                await hub.publish(CHAT_CHANNEL, f"Client #{client_id} says: {text}")
+        finally:
+            await hub.disconnect(connection)
+            await hub.publish(CHAT_CHANNEL, f"Client #{client_id} left the chat")
+
+    return router

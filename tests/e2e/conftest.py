@@ -1,0 +1,77 @@
+"""Headless Chromium (Debian's, driven by Playwright) for the browser tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+RESULTS = Path(__file__).resolve().parents[2] / "test-results"
+# Without the background-networking flags Chromium keeps dialling out on a closed network.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip on a developer's machine, fail in CI: a browser test never silently passes."""
+    if condition:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[object]:
+    require(shutil.which(CHROMIUM) is not None, f"{CHROMIUM} is not installed (scripts/browser)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def new_page(browser, request):  # type: ignore[no-untyped-def]
+    """Open pages in a fresh context; on failure keep a screenshot and the console log."""
+    context = browser.new_context()
+    pages = []
+    console: list[str] = []
+
+    def open_page():  # type: ignore[no-untyped-def]
+        page = context.new_page()
+        page.on("console", lambda msg: console.append(f"[{len(pages)}] {msg.type}: {msg.text}"))
+        page.on("pageerror", lambda exc: console.append(f"[{len(pages)}] pageerror: {exc}"))
+        pages.append(page)
+        return page
+
+    yield open_page
+    failed = getattr(request.node, "rep_call", None)
+    if failed is not None and failed.failed:
+        out = RESULTS / request.node.name
+        out.mkdir(parents=True, exist_ok=True)
+        for i, page in enumerate(pages):
+            if not page.is_closed():
+                page.screenshot(path=str(out / f"page{i}.png"), full_page=True)
+        (out / "console.log").write_text("\n".join(console))
+    context.close()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):  # type: ignore[no-untyped-def]
+    report = yield
+    if report.when == "call":
+        item.rep_call = report
+    return report

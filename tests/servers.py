@@ -1,0 +1,125 @@
+"""A real ``hubbub serve`` process on a free port, for tests that talk over real sockets."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+_RUNNING = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
+START_TIMEOUT = 30.0
+
+
+class ServerProcess:
+    """``python -m hubbub serve --port 0 ARGS`` with its output captured line by line."""
+
+    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+        self.args = ["--host", "127.0.0.1", "--port", "0", "--log-level", "info", *args]
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        self.port = 0
+        self._lines: list[str] = []
+        self._changed = threading.Condition()
+        self._proc: subprocess.Popen[str] | None = None
+        self._reader: threading.Thread | None = None
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> ServerProcess:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "hubbub", "serve", *self.args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=self.env,
+            cwd=Path(__file__).parent,
+            start_new_session=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        match = self.wait_for_log(_RUNNING, START_TIMEOUT)
+        self.port = int(match.group(1))
+        return self
+
+    def _read(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        for line in self._proc.stdout:
+            with self._changed:
+                self._lines.append(line)
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
+    def signal(self, signum: int) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(signum)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        """Wait for the process to exit; returns its exit status."""
+        assert self._proc is not None
+        code = self._proc.wait(timeout)
+        if self._reader is not None:
+            self._reader.join(timeout)
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
+        return code
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, then wait; SIGKILL if it does not exit in time."""
+        assert self._proc is not None
+        if self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
+            try:
+                return self.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self.wait(timeout)
+                raise
+        return self.wait(timeout)
+
+    # -- observation -----------------------------------------------------------
+
+    @property
+    def log(self) -> str:
+        with self._changed:
+            return "".join(self._lines)
+
+    def wait_for_log(self, pattern: str | re.Pattern[str], timeout: float = 20.0) -> re.Match[str]:
+        """Block until a line matching ``pattern`` has been printed."""
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        with self._changed:
+            found: list[re.Match[str]] = []
+
+            def seen() -> bool:
+                found[:] = [m for line in self._lines if (m := regex.search(line))]
+                exited = self._proc is not None and self._proc.poll() is not None
+                return bool(found) or (exited and not self._reader_alive())
+
+            if not self._changed.wait_for(seen, timeout) or not found:
+                raise AssertionError(f"no log line matching {regex.pattern!r}; log:\n{self.log}")
+            return found[0]
+
+    def _reader_alive(self) -> bool:
+        return self._reader is not None and self._reader.is_alive()
+
+    def rss_kib(self) -> int:
+        """Resident memory of the server process."""
+        status = Path(f"/proc/{self.pid}/status").read_text()
+        match = re.search(r"VmRSS:\s+(\d+) kB", status)
+        assert match
+        return int(match.group(1))
+
+    def ws(self, path: str) -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+    def http(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
