@@ -32,7 +32,9 @@ def require(condition: bool, reason: str) -> None:
     pytest.skip(reason)
 
 
-@pytest.fixture(scope="session")
+# Module scope: Playwright's sync API keeps an event loop running in this thread while it
+# is open, which would break the asyncio tests of other modules.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     require(shutil.which(CHROMIUM) is not None, f"{CHROMIUM} is not installed (scripts/browser)")
     from playwright.sync_api import sync_playwright
