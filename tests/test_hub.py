@@ -1,0 +1,121 @@
+"""hub.py with a controllable broker: one subscription per channel, encode once, leave."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from hubbub.brokers.memory import MemoryBroker
+from hubbub.config import Settings
+from hubbub.frames import OutFrame
+from hubbub.hub import Hub
+
+
+class GatedBroker(MemoryBroker):
+    """A memory broker whose subscribe waits for a gate and counts its calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.subscribes: list[str] = []
+        self.unsubscribes: list[str] = []
+        self.fail_with: Exception | None = None
+
+    async def subscribe(self, channel: str) -> None:
+        self.subscribes.append(channel)
+        await self.gate.wait()
+        if self.fail_with is not None:
+            raise self.fail_with
+        await super().subscribe(channel)
+
+    async def unsubscribe(self, channel: str) -> None:
+        self.unsubscribes.append(channel)
+        await super().unsubscribe(channel)
+
+
+class SpyConnection:
+    def __init__(self) -> None:
+        self.frames: list[OutFrame] = []
+
+    def send(self, frame: OutFrame) -> None:
+        self.frames.append(frame)
+
+    async def finish(self) -> None:
+        pass
+
+
+@pytest.fixture
+def broker() -> GatedBroker:
+    return GatedBroker()
+
+
+@pytest.fixture
+def hub(broker: GatedBroker) -> Hub:
+    return Hub(Settings(), broker)
+
+
+async def test_concurrent_first_joiners_share_one_subscription(
+    hub: Hub, broker: GatedBroker
+) -> None:
+    members = [SpyConnection() for _ in range(50)]
+    joins = [asyncio.create_task(hub.join("room", m)) for m in members]  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    broker.gate.set()
+    await asyncio.wait_for(asyncio.gather(*joins), 5)
+    assert broker.subscribes == ["room"]
+    await hub.publish("room", "hi")
+    assert all(len(m.frames) == 1 for m in members)
+
+
+async def test_a_broadcast_is_encoded_once(hub: Hub, broker: GatedBroker) -> None:
+    broker.gate.set()
+    members = [SpyConnection() for _ in range(3)]
+    for m in members:
+        await hub.join("room", m)  # type: ignore[arg-type]
+    await hub.publish("room", "once")
+    frames = {id(m.frames[0]) for m in members}
+    assert len(frames) == 1
+    assert members[0].frames[0].payload == b"once"
+    assert hub.stats.delivered == 3 and hub.stats.published == 1
+
+
+async def test_last_leave_unsubscribes_and_stops_delivery(hub: Hub, broker: GatedBroker) -> None:
+    broker.gate.set()
+    a, b = SpyConnection(), SpyConnection()
+    await hub.join("room", a)  # type: ignore[arg-type]
+    await hub.join("room", b)  # type: ignore[arg-type]
+    await hub.leave("room", a)  # type: ignore[arg-type]
+    assert broker.unsubscribes == []
+    await hub.publish("room", "to b")
+    assert (len(a.frames), len(b.frames)) == (0, 1)
+    await hub.disconnect(b)  # type: ignore[arg-type]
+    assert broker.unsubscribes == ["room"]
+    await hub.publish("room", "nobody")
+    assert len(b.frames) == 1
+
+
+async def test_failed_subscribe_reaches_every_waiting_joiner(hub: Hub, broker: GatedBroker) -> None:
+    broker.fail_with = ConnectionError("broker down")
+    first, second = SpyConnection(), SpyConnection()
+    joins = [
+        asyncio.create_task(hub.join("room", first)),  # type: ignore[arg-type]
+        asyncio.create_task(hub.join("room", second)),  # type: ignore[arg-type]
+    ]
+    await asyncio.sleep(0)
+    broker.gate.set()
+    results = await asyncio.gather(*joins, return_exceptions=True)
+    assert all(isinstance(r, ConnectionError) for r in results)
+    # A later join tries again.
+    broker.fail_with = None
+    await hub.join("room", first)  # type: ignore[arg-type]
+    assert broker.subscribes == ["room", "room"]
+
+
+async def test_other_channels_are_untouched(hub: Hub, broker: GatedBroker) -> None:
+    broker.gate.set()
+    a, b = SpyConnection(), SpyConnection()
+    await hub.join("one", a)  # type: ignore[arg-type]
+    await hub.join("two", b)  # type: ignore[arg-type]
+    await hub.publish("one", "x")
+    assert (len(a.frames), len(b.frames)) == (1, 0)
