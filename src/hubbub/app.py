@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -17,7 +18,12 @@ from hubbub.routes.seed import seed_router
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build Hubbub's application; everything it uses hangs off ``app.state.hub``."""
     settings = settings or Settings()
-    hub = Hub(settings, broker_from_url(settings.broker_url))
+    broker = broker_from_url(
+        settings.broker_url,
+        buffer_messages=settings.broker_buffer_messages,
+        buffer_bytes=settings.broker_buffer_bytes,
+    )
+    hub = Hub(settings, broker)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -46,6 +52,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             "broker": {
                 "url_scheme": settings.broker_url.split("://", 1)[0],
                 "ready": hub.broker.ready,
+                **dataclasses.asdict(hub.broker.stats),
             },
             "connections": len(hub.connections),
         }

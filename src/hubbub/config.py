@@ -18,8 +18,17 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Interface to bind.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port to bind (0 picks a free one).")
     workers: int = Field(1, ge=1, le=256, description="Server processes sharing the port.")
-    broker_url: str = Field("memory://", description="Cross-process fan-out: memory://, ...")
+    broker_url: str = Field(
+        "memory://",
+        description="Cross-process fan-out: memory://, redis://, rediss://, postgresql://, nats://",
+    )
     log_level: LogLevel = Field("info", description="Logging threshold.")
+    broker_buffer_messages: int = Field(
+        10_000, ge=1, description="Publishes kept while the broker is unreachable."
+    )
+    broker_buffer_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Bytes kept while the broker is unreachable."
+    )
 
     max_frame_bytes: int = Field(
         64 * 1024, ge=125, description="Largest incoming message; bigger ones close with 1009."

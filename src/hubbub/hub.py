@@ -139,9 +139,15 @@ class Hub:
                 await self.broker.unsubscribe(channel)
 
     async def publish(self, channel: str, text: str) -> None:
-        """Send ``text`` to every member of ``channel`` on every process."""
+        """Send ``text`` to every member of ``channel`` on every process.
+
+        Members on this process get it at once, whatever the broker's state; the broker
+        carries it to the other processes.
+        """
         self.stats.published += 1
-        await self.broker.publish(channel, text.encode())
+        payload = text.encode()
+        self._deliver(channel, payload)
+        await self.broker.publish(channel, payload)
 
     def _deliver(self, channel: str, payload: bytes) -> None:
         members = self._members.get(channel)

@@ -1,12 +1,24 @@
-"""What a broker is: cross-process fan-out of opaque payloads on named channels."""
+"""What a broker is: fan-out of opaque payloads on named channels to *other* processes."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from dataclasses import dataclass
 
 Delivery = Callable[[str, bytes], None]
-"""Called with ``(channel, payload)`` for every message on a subscribed channel."""
+"""Called with ``(channel, payload)`` for every message from another process."""
+
+
+@dataclass
+class BrokerStats:
+    """What a broker counted since it started (exposed by ``/readyz`` and metrics)."""
+
+    reconnects: int = 0
+    listener_errors: int = 0
+    dropped: int = 0  # outage buffer overflow
+    published: int = 0
+    received: int = 0
 
 
 class Broker(ABC):
@@ -14,20 +26,29 @@ class Broker(ABC):
 
     Contract, for every implementation:
 
-    - ``publish`` delivers ``payload`` once to every process subscribed to ``channel``
-      at the time the broker handles it, this process included.
-    - Payloads from one publisher on one channel arrive in the order they were published.
-    - Delivery is at-most-once: a process that is disconnected while a payload is
-      published may miss it (the store, not the broker, is the source of truth).
-    - ``subscribe`` and ``unsubscribe`` are called by the hub at most once per channel
-      per process (the hub counts local members); they are idempotent anyway.
-    - The delivery callback runs on the event loop and must not block; a broker never
-      awaits a client.
+    - The hub delivers a message to its own process's members itself; ``publish``
+      carries it to every *other* process subscribed to ``channel`` (never back to
+      this one).
+    - Payloads from one process arrive everywhere in the order that process published
+      them, on each channel.
+    - ``publish`` never awaits a client and does not fail while the server is
+      unreachable: payloads wait in a bounded buffer and go out in order after
+      reconnection; what overflows is counted (``stats.dropped``) and logged.
+    - Delivery is at-most-once across an outage of a *subscriber*: a process that is
+      disconnected while others publish misses those payloads (the store, not the
+      broker, is the source of truth for rooms).
+    - ``subscribe``/``unsubscribe`` are called at most once per channel per process
+      (the hub counts local members). ``subscribe`` returns once deliveries flow, or at
+      once while disconnected (the channel is subscribed on reconnection).
+    - A lost connection is retried with exponential backoff and jitter forever; each
+      state change is logged once; ``ready`` is False meanwhile.
+    - The delivery callback runs on the event loop and must not block.
     - ``stop`` releases every connection and task the broker owns.
     """
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self.stats = BrokerStats()
         self._deliver: Delivery | None = None
 
     def set_delivery(self, deliver: Delivery) -> None:
@@ -41,12 +62,12 @@ class Broker(ABC):
 
     @property
     def ready(self) -> bool:
-        """Whether the broker is connected and can publish now."""
+        """Whether the broker is connected now."""
         return True
 
     @abstractmethod
     async def start(self) -> None:
-        """Connect. Raises ``BrokerUnavailable`` if the server cannot be reached."""
+        """Begin connecting; returns once connected or after a first failed attempt."""
 
     @abstractmethod
     async def stop(self) -> None:
@@ -54,7 +75,7 @@ class Broker(ABC):
 
     @abstractmethod
     async def subscribe(self, channel: str) -> None:
-        """Start receiving ``channel``; returns once deliveries are flowing."""
+        """Start receiving ``channel`` from other processes."""
 
     @abstractmethod
     async def unsubscribe(self, channel: str) -> None:
@@ -62,4 +83,4 @@ class Broker(ABC):
 
     @abstractmethod
     async def publish(self, channel: str, payload: bytes) -> None:
-        """Send ``payload`` to every subscriber of ``channel``."""
+        """Send ``payload`` to every other process subscribed to ``channel``."""

@@ -1,16 +1,26 @@
-"""The embedded broker: fan-out inside this one process, nothing to install."""
+"""The embedded broker: nothing to install, and nothing beyond this process."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from hubbub.brokers.base import Broker
 
 
-class MemoryBroker(Broker):
-    """Delivers synchronously to this process; reaches no other process."""
+class MemoryBus:
+    """Connects the memory brokers that share it (several hubs inside one process)."""
 
-    def __init__(self, url: str = "memory://") -> None:
+    def __init__(self) -> None:
+        self.subscribers: dict[str, set[MemoryBroker]] = {}
+
+
+class MemoryBroker(Broker):
+    """Delivers synchronously to the other brokers on its bus; by default it has its own
+    bus, so a lone hub's publishes reach nobody else (it delivers locally by itself)."""
+
+    def __init__(self, url: str = "memory://", bus: MemoryBus | None = None, **_: Any) -> None:
         super().__init__(url)
-        self._channels: set[str] = set()
+        self.bus = bus or MemoryBus()
 
     @property
     def shared_across_processes(self) -> bool:
@@ -20,14 +30,22 @@ class MemoryBroker(Broker):
         """Nothing to connect to."""
 
     async def stop(self) -> None:
-        self._channels.clear()
+        for members in self.bus.subscribers.values():
+            members.discard(self)
 
     async def subscribe(self, channel: str) -> None:
-        self._channels.add(channel)
+        self.bus.subscribers.setdefault(channel, set()).add(self)
 
     async def unsubscribe(self, channel: str) -> None:
-        self._channels.discard(channel)
+        members = self.bus.subscribers.get(channel)
+        if members is not None:
+            members.discard(self)
+            if not members:
+                del self.bus.subscribers[channel]
 
     async def publish(self, channel: str, payload: bytes) -> None:
-        if channel in self._channels and self._deliver is not None:
-            self._deliver(channel, payload)
+        self.stats.published += 1
+        for broker in self.bus.subscribers.get(channel, ()):
+            if broker is not self and broker._deliver is not None:
+                broker.stats.received += 1
+                broker._deliver(channel, payload)

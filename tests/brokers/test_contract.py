@@ -1,0 +1,140 @@
+"""The contract of ``brokers/base.py``, run against every backend on its real server."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from collections.abc import Awaitable, Callable
+
+from hubbub.brokers import Broker
+from hubbub.config import Settings
+from hubbub.frames import OutFrame
+from hubbub.hub import Hub
+from tests.brokers.conftest import Pair
+
+TIMEOUT = 10
+MakePair = Callable[[], Awaitable[Pair]]
+
+
+class Inbox:
+    """Collects what a broker delivers."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.queue: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+        broker.set_delivery(lambda channel, payload: self.queue.put_nowait((channel, payload)))
+
+    async def next(self) -> tuple[str, bytes]:
+        return await asyncio.wait_for(self.queue.get(), TIMEOUT)
+
+    async def take(self, n: int) -> list[tuple[str, bytes]]:
+        return [await self.next() for _ in range(n)]
+
+
+async def test_publish_reaches_the_other_process_and_not_itself(make_pair: MakePair) -> None:
+    a, b = await make_pair()
+    inbox_a, inbox_b = Inbox(a), Inbox(b)
+    await a.subscribe("chat")
+    await b.subscribe("chat")
+    await a.publish("chat", b"from a")
+    await b.publish("chat", b"from b")
+    assert await inbox_b.next() == ("chat", b"from a")
+    assert await inbox_a.next() == ("chat", b"from b")
+    # Each process's own message never comes back to it: a sentinel proves the queue is empty.
+    await b.publish("chat", b"sentinel")
+    assert await inbox_a.next() == ("chat", b"sentinel")
+    assert inbox_b.queue.empty()
+
+
+async def test_order_from_one_publisher_is_kept(make_pair: MakePair) -> None:
+    a, b = await make_pair()
+    inbox = Inbox(b)
+    await b.subscribe("ordered")
+    for i in range(2000):
+        await a.publish("ordered", str(i).encode())
+    assert await inbox.take(2000) == [("ordered", str(i).encode()) for i in range(2000)]
+
+
+async def test_many_channels_each_get_their_own(make_pair: MakePair) -> None:
+    a, b = await make_pair()
+    inbox = Inbox(b)
+    channels = [f"room-{i}" for i in range(50)]
+    for channel in channels:
+        await b.subscribe(channel)
+    await a.publish("not-subscribed", b"nobody")
+    for channel in channels:
+        await a.publish(channel, channel.encode())
+    assert await inbox.take(50) == [(c, c.encode()) for c in channels]
+
+
+async def test_unsubscribe_stops_delivery(make_pair: MakePair) -> None:
+    a, b = await make_pair()
+    inbox = Inbox(b)
+    await b.subscribe("x")
+    await b.subscribe("y")
+    await a.publish("x", b"1")
+    assert await inbox.next() == ("x", b"1")
+    await b.unsubscribe("x")
+    await a.publish("x", b"2")
+    await a.publish("y", b"sentinel")
+    assert await inbox.next() == ("y", b"sentinel")
+    assert inbox.queue.empty()
+
+
+async def test_large_and_unusual_payloads_arrive_intact(make_pair: MakePair) -> None:
+    a, b = await make_pair()
+    inbox = Inbox(b)
+    await b.subscribe("big")
+    payloads = [
+        b"",
+        "\x00 nul, 'quotes', \"double\", \\ and émoji 🎉".encode(),
+        bytes(range(256)),  # not UTF-8
+        b"x" * 7999,
+        b"y" * 8001,
+        "é".encode() * 32768,  # 64 KiB
+        b"z" * (1024 * 1024),
+    ]
+    for payload in payloads:
+        await a.publish("big", payload)
+    assert await inbox.take(len(payloads)) == [("big", p) for p in payloads]
+
+
+class Member:
+    """A stand-in for a connection that counts what it receives."""
+
+    def __init__(self) -> None:
+        self.frames: list[OutFrame] = []
+
+    def send(self, frame: OutFrame) -> None:
+        self.frames.append(frame)
+
+    async def finish(self) -> None:
+        pass
+
+
+async def test_concurrent_first_subscribers_all_receive(make_pair: MakePair) -> None:
+    a, b = await make_pair()
+    hub = Hub(Settings(), b)
+    members = [Member() for _ in range(1000)]
+    await asyncio.gather(*(hub.join("lobby", m) for m in members))  # type: ignore[arg-type]
+    done = asyncio.Event()
+    sentinel_member = Member()
+    sentinel_member.send = lambda frame: done.set()  # type: ignore[method-assign]
+    await hub.join("lobby", sentinel_member)  # type: ignore[arg-type]
+    await a.publish("lobby", b"hello everyone")
+    await asyncio.wait_for(done.wait(), TIMEOUT)
+    assert [len(m.frames) for m in members] == [1] * 1000
+    assert all(m.frames[0].payload == b"hello everyone" for m in members)
+
+
+async def test_stop_leaves_no_task_behind(make_pair: MakePair) -> None:
+    before = asyncio.all_tasks()
+    a, b = await make_pair()
+    await a.subscribe("c")
+    await b.subscribe("c")
+    await a.publish("c", b"x")
+    await a.stop()
+    await b.stop()
+    await b.stop()  # idempotent
+    assert asyncio.all_tasks() - before == set()
+    assert not a.ready or a.shared_across_processes is False
+    gc.collect()  # unclosed sockets or transports would warn here (warnings are errors)
