@@ -11,6 +11,7 @@ import threading
 from pathlib import Path
 
 _RUNNING = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
+_STARTED = re.compile(r"Application startup complete")
 START_TIMEOUT = 30.0
 
 
@@ -43,6 +44,11 @@ class ServerProcess:
         self._reader.start()
         match = self.wait_for_log(_RUNNING, START_TIMEOUT)
         self.port = int(match.group(1))
+        # With --workers N the socket is bound first; each worker listens once it started.
+        workers = (
+            int(self.args[self.args.index("--workers") + 1]) if "--workers" in self.args else 1
+        )
+        self.wait_for_log(_STARTED, START_TIMEOUT, count=workers)
         return self
 
     def _read(self) -> None:
@@ -93,8 +99,10 @@ class ServerProcess:
         with self._changed:
             return "".join(self._lines)
 
-    def wait_for_log(self, pattern: str | re.Pattern[str], timeout: float = 20.0) -> re.Match[str]:
-        """Block until a line matching ``pattern`` has been printed."""
+    def wait_for_log(
+        self, pattern: str | re.Pattern[str], timeout: float = 20.0, count: int = 1
+    ) -> re.Match[str]:
+        """Block until ``count`` lines matching ``pattern`` have been printed; the first."""
         regex = re.compile(pattern) if isinstance(pattern, str) else pattern
         with self._changed:
             found: list[re.Match[str]] = []
@@ -102,9 +110,9 @@ class ServerProcess:
             def seen() -> bool:
                 found[:] = [m for line in self._lines if (m := regex.search(line))]
                 exited = self._proc is not None and self._proc.poll() is not None
-                return bool(found) or (exited and not self._reader_alive())
+                return len(found) >= count or (exited and not self._reader_alive())
 
-            if not self._changed.wait_for(seen, timeout) or not found:
+            if not self._changed.wait_for(seen, timeout) or len(found) < count:
                 raise AssertionError(f"no log line matching {regex.pattern!r}; log:\n{self.log}")
             return found[0]
 

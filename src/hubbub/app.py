@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -22,6 +23,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.broker_url,
         buffer_messages=settings.broker_buffer_messages,
         buffer_bytes=settings.broker_buffer_bytes,
+        backoff_max=settings.broker_backoff_max,
     )
     hub = Hub(settings, broker)
 
@@ -55,6 +57,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 **dataclasses.asdict(hub.broker.stats),
             },
             "connections": len(hub.connections),
+            "pid": os.getpid(),
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 

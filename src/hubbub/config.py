@@ -29,6 +29,12 @@ class Settings(BaseSettings):
     broker_buffer_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Bytes kept while the broker is unreachable."
     )
+    broker_backoff_max: float = Field(
+        1.0,
+        gt=0,
+        description="Longest wait between reconnection attempts; what was buffered during "
+        "an outage is sent twice this long after reconnecting.",
+    )
 
     max_frame_bytes: int = Field(
         64 * 1024, ge=125, description="Largest incoming message; bigger ones close with 1009."

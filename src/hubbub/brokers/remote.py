@@ -46,16 +46,25 @@ class RemoteBroker(Broker):
     """Base of the Redis, PostgreSQL and NATS brokers (see the module doc)."""
 
     backoff_initial = 0.05
-    backoff_max = 5.0
     batch_max = 512
 
     def __init__(
-        self, url: str, *, buffer_messages: int = 10_000, buffer_bytes: int = 16 * 1024 * 1024
+        self,
+        url: str,
+        *,
+        buffer_messages: int = 10_000,
+        buffer_bytes: int = 16 * 1024 * 1024,
+        backoff_max: float = 1.0,
     ) -> None:
         super().__init__(url)
         self.node = secrets.token_hex(NODE_ID_BYTES // 2).encode()
         self.buffer_messages = buffer_messages
         self.buffer_bytes = buffer_bytes
+        self.backoff_max = backoff_max
+        # After a reconnection, wait this long before sending what was buffered: every
+        # other node lost the server too and retries at most backoff_max apart, so by
+        # then they are subscribed again and receive it.
+        self.resend_delay = 2 * backoff_max
         self._channels: set[str] = set()
         self._outgoing: deque[tuple[str, bytes]] = deque()
         self._outgoing_bytes = 0
@@ -191,17 +200,20 @@ class RemoteBroker(Broker):
                         self.stats.reconnects += 1
                         logger.warning(
                             "%s: reconnected; %d channels re-subscribed, %d buffered "
-                            "messages to send",
+                            "messages to send in %.1fs",
                             self._name,
                             len(self._channels),
                             len(self._outgoing),
+                            self.resend_delay,
                         )
                     else:
                         logger.info("%s: connected", self._name)
                     ever_connected = True
                     self._attempted.set()
                     try:
-                        await self._run_connected()
+                        await self._run_connected(
+                            resend_after=self.resend_delay if self.stats.reconnects else 0.0
+                        )
                     except Exception as exc:
                         self.stats.listener_errors += 1
                         reported_down = True
@@ -218,10 +230,10 @@ class RemoteBroker(Broker):
             self._connected = False
             await self._disconnect()
 
-    async def _run_connected(self) -> None:
+    async def _run_connected(self, resend_after: float) -> None:
         tasks = {
             asyncio.create_task(self._listen(), name=f"{self._name} listener"),
-            asyncio.create_task(self._send_loop(), name=f"{self._name} sender"),
+            asyncio.create_task(self._send_loop(resend_after), name=f"{self._name} sender"),
         }
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -233,7 +245,9 @@ class RemoteBroker(Broker):
             task.result()  # re-raises the failure
         raise ConnectionError("listener stopped")
 
-    async def _send_loop(self) -> None:
+    async def _send_loop(self, resend_after: float) -> None:
+        if resend_after and self._outgoing:
+            await asyncio.sleep(resend_after)  # see resend_delay in __init__
         outgoing = self._outgoing
         while True:
             while not outgoing:
