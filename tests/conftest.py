@@ -14,8 +14,10 @@ def start_server() -> Iterator[Callable[..., ServerProcess]]:
     """Start ``hubbub serve`` with extra flags; every one started is stopped afterwards."""
     started: list[ServerProcess] = []
 
-    def start(*args: str, env: dict[str, str] | None = None) -> ServerProcess:
-        server = ServerProcess(*args, env=env).start()
+    def start(
+        *args: str, env: dict[str, str] | None = None, command: list[str] | None = None
+    ) -> ServerProcess:
+        server = ServerProcess(*args, env=env, command=command).start()
         started.append(server)
         return server
 

@@ -16,9 +16,13 @@ START_TIMEOUT = 30.0
 
 
 class ServerProcess:
-    """``python -m hubbub serve --port 0 ARGS`` with its output captured line by line."""
+    """``python -m hubbub serve --port 0 ARGS`` (or another ``command`` taking the same
+    ``--host``/``--port``/``--log-level``) with its output captured line by line."""
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, *args: str, env: dict[str, str] | None = None, command: list[str] | None = None
+    ) -> None:
+        self.command = command or [sys.executable, "-m", "hubbub", "serve"]
         self.args = ["--host", "127.0.0.1", "--port", "0", "--log-level", "info", *args]
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.port = 0
@@ -31,7 +35,7 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "hubbub", "serve", *self.args],
+            [*self.command, *self.args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
