@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -26,6 +27,7 @@ class ServerProcess:
         self.args = ["--host", "127.0.0.1", "--port", "0", "--log-level", "info", *args]
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         self.port = 0
+        self.workdir = tempfile.TemporaryDirectory(prefix="hubbub-test-")
         self._lines: list[str] = []
         self._changed = threading.Condition()
         self._proc: subprocess.Popen[str] | None = None
@@ -41,7 +43,7 @@ class ServerProcess:
             stdin=subprocess.DEVNULL,
             text=True,
             env=self.env,
-            cwd=Path(__file__).parent,
+            cwd=self.workdir.name,  # the default SQLite store lands here
             start_new_session=True,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -81,6 +83,7 @@ class ServerProcess:
             self._reader.join(timeout)
         if self._proc.stdout is not None:
             self._proc.stdout.close()
+        self.workdir.cleanup()
         return code
 
     def stop(self, timeout: float = 30.0) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +11,7 @@ from hubbub.brokers.memory import MemoryBroker
 from hubbub.config import Settings
 from hubbub.frames import OutFrame
 from hubbub.hub import Hub
+from hubbub.stores import store_from_url
 
 
 class GatedBroker(MemoryBroker):
@@ -51,8 +53,9 @@ def broker() -> GatedBroker:
 
 
 @pytest.fixture
-def hub(broker: GatedBroker) -> Hub:
-    return Hub(Settings(), broker)
+def hub(broker: GatedBroker, tmp_path: Path) -> Hub:
+    # Plain channels never touch the store: it is not even started.
+    return Hub(Settings(), broker, store_from_url(f"sqlite:///{tmp_path}/unused.db"))
 
 
 async def test_concurrent_first_joiners_share_one_subscription(

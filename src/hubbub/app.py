@@ -13,7 +13,9 @@ from fastapi.responses import JSONResponse
 from hubbub.brokers import broker_from_url
 from hubbub.config import Settings
 from hubbub.hub import Hub
+from hubbub.routes.rooms import rooms_router
 from hubbub.routes.seed import seed_router
+from hubbub.stores import Retention, store_from_url
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -25,7 +27,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         buffer_bytes=settings.broker_buffer_bytes,
         backoff_max=settings.broker_backoff_max,
     )
-    hub = Hub(settings, broker)
+    store = store_from_url(
+        settings.store_url,
+        Retention(
+            max_messages=settings.history_max_messages,
+            max_age_seconds=settings.history_max_age,
+        ),
+    )
+    hub = Hub(settings, broker, store)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -39,6 +48,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.hub = hub
     app.state.settings = settings
     app.include_router(seed_router(hub))
+    app.include_router(rooms_router(hub))
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

@@ -25,6 +25,7 @@ from hubbub.brokers import broker_from_url
 from hubbub.config import Settings
 from hubbub.errors import ConfigurationError
 from hubbub.server import ServerConfig
+from hubbub.stores import store_from_url
 
 logger = logging.getLogger("hubbub")
 
@@ -68,6 +69,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 def check(settings: Settings) -> None:
     """Refuse settings that cannot work, with a message that says why."""
+    store_from_url(settings.store_url)  # a known scheme, its extra installed
     broker = broker_from_url(settings.broker_url)
     if settings.workers > 1 and not broker.shared_across_processes:
         raise ConfigurationError(

@@ -36,6 +36,32 @@ class Settings(BaseSettings):
         "an outage is sent twice this long after reconnecting.",
     )
 
+    store_url: str = Field(
+        "sqlite:///data/hubbub.db",
+        description="Room history: sqlite:///relative.db, sqlite:////abs.db, postgresql://",
+    )
+    history_max_messages: int = Field(
+        100_000, ge=0, description="Messages kept per room (0: no limit)."
+    )
+    history_max_age: float = Field(
+        0.0, ge=0, description="Seconds a message is kept (0: no limit)."
+    )
+    max_text_chars: int = Field(4000, ge=1, description="Longest message text on /v1/ws.")
+    rate_per_second: float = Field(
+        20.0, gt=0, description="Sustained frames per second one /v1/ws client may send."
+    )
+    rate_burst: int = Field(
+        50, ge=1, description="Frames one /v1/ws client may send at once above the rate."
+    )
+    max_rooms_per_connection: int = Field(
+        100, ge=1, description="Rooms one /v1/ws connection may be in at once."
+    )
+    max_errors: int = Field(
+        20,
+        ge=1,
+        description="Refused frames (beyond one per second) before a /v1/ws client is "
+        "closed with 1008.",
+    )
     max_frame_bytes: int = Field(
         64 * 1024, ge=125, description="Largest incoming message; bigger ones close with 1009."
     )

@@ -72,6 +72,7 @@ class Connection:
         "_closer",
         "_closing",
         "_direct",
+        "_drained",
         "_max_bytes",
         "_max_messages",
         "_on_slow",
@@ -99,6 +100,7 @@ class Connection:
         extensions = websocket.scope.get("extensions") or {}
         self._direct: DirectChannel | None = extensions.get(DIRECT_EXTENSION)
         self._wakeup: asyncio.Event | None = None
+        self._drained: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
 
@@ -156,6 +158,24 @@ class Connection:
         if self._wakeup is not None:
             self._wakeup.set()
 
+    async def wait_for_room(self) -> None:
+        """Return once at most half of the outbox budget is in use (or the connection is
+        closing): for senders of bulk data such as a backlog, so they never overflow it."""
+        while not self._closing and self._over_half():
+            if self._drained is None:
+                self._drained = asyncio.Event()
+            self._drained.clear()
+            await self._drained.wait()
+
+    def _over_half(self) -> bool:
+        return (
+            len(self._outbox) > self._max_messages // 2 or self._queued_bytes > self._max_bytes // 2
+        )
+
+    def _notify_drained(self) -> None:
+        if self._drained is not None and (self._closing or not self._over_half()):
+            self._drained.set()
+
     def send_text(self, text: str) -> None:
         """Queue one text message for this client only."""
         self.send(OutFrame.from_text(text))
@@ -169,6 +189,7 @@ class Connection:
             frame = outbox.popleft()
             self._queued_bytes -= frame.size
             direct.write_frame(frame.wire)
+        self._notify_drained()
 
     async def _write_loop(self) -> None:
         # ASGI path: one task per connection owns every await on this client's socket.
@@ -182,6 +203,7 @@ class Connection:
                 await wakeup.wait()
             frame = outbox.popleft()
             self._queued_bytes -= frame.size
+            self._notify_drained()
             try:
                 await send(frame.asgi_event)
             except Exception:  # the peer went away; the reader will see the disconnect
@@ -202,6 +224,7 @@ class Connection:
         self.close_code = code
         self._outbox.clear()
         self._queued_bytes = 0
+        self._notify_drained()
         if self._direct is not None:
             self._direct.close_now(code, reason)
             return
@@ -236,4 +259,5 @@ class Connection:
                 if self.close_code is None:
                     self.close_code = message.get("code", CloseCode.NORMAL)
                 self._closing = True
+                self._notify_drained()
                 return

@@ -8,17 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from starlette.websockets import WebSocket
 
+from hubbub import protocol
 from hubbub.brokers.base import Broker
 from hubbub.config import Settings
 from hubbub.connection import Connection
 from hubbub.errors import CloseCode
 from hubbub.frames import OutFrame
+from hubbub.protocol import Message
+from hubbub.rooms import RoomFeed
+from hubbub.stores import Store
 
 logger = logging.getLogger("hubbub.hub")
+
+ROOM_PREFIX = "room:"  # broker channels of rooms; other channels are plain fan-out
 
 
 @dataclass
@@ -35,27 +42,37 @@ class HubStats:
 class Hub:
     """Local connections and channel membership; the only place fan-out happens."""
 
-    def __init__(self, settings: Settings, broker: Broker) -> None:
+    def __init__(self, settings: Settings, broker: Broker, store: Store) -> None:
         self.settings = settings
         self.broker = broker
+        self.store = store
         self.stats = HubStats()
         self.connections: set[Connection] = set()
         self._members: dict[str, set[Connection]] = {}
         # One broker subscription per channel, shared by concurrent first joiners.
         self._subscribing: dict[str, asyncio.Future[None]] = {}
+        self._feeds: dict[str, RoomFeed] = {}
+        self._opening: dict[str, asyncio.Future[RoomFeed]] = {}
+        self._tasks: set[asyncio.Future[None]] = set()
         self._shutting_down = False
         broker.set_delivery(self._deliver)
+        broker.set_on_reconnect(self._resync_rooms)
 
     # -- lifecycle -------------------------------------------------------------
 
     async def start(self) -> None:
-        """Connect the broker."""
+        """Open the store and connect the broker."""
+        await self.store.start()
         await self.broker.start()
 
     async def stop(self) -> None:
-        """Disconnect the broker; connections are closed by the server before this."""
+        """Disconnect the broker and close the store; connections are closed before this."""
         self._shutting_down = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.broker.stop()
+        await self.store.stop()
 
     def begin_shutdown(self) -> None:
         """Stop being ready: new connections are refused from now on."""
@@ -88,6 +105,8 @@ class Hub:
         self.connections.discard(connection)
         for channel in [c for c, members in self._members.items() if connection in members]:
             await self.leave(channel, connection)
+        for room in [r for r, feed in self._feeds.items() if connection in feed.members]:
+            await self.leave_room(connection, room)
         await connection.finish()
 
     def _on_slow_consumer(self, connection: Connection) -> None:
@@ -102,14 +121,10 @@ class Hub:
             size,
         )
 
-    # -- channels --------------------------------------------------------------
+    # -- broker subscriptions ------------------------------------------------------
 
-    async def join(self, channel: str, connection: Connection) -> None:
-        """Make ``connection`` a member of ``channel``; subscribes the broker on first use."""
-        members = self._members.get(channel)
-        if members is None:
-            members = self._members[channel] = set()
-        members.add(connection)
+    async def _subscribe(self, channel: str) -> None:
+        # One broker subscription per channel; concurrent first users share it.
         pending = self._subscribing.get(channel)
         if pending is None:
             pending = asyncio.get_running_loop().create_future()
@@ -119,12 +134,30 @@ class Hub:
             except BaseException as exc:
                 del self._subscribing[channel]
                 pending.set_exception(exc)
-                pending.exception()  # retrieved: the joiners below re-raise it themselves
-                members.discard(connection)
+                pending.exception()  # retrieved: the waiters re-raise it themselves
                 raise
             pending.set_result(None)
         else:
             await asyncio.shield(pending)
+
+    async def _unsubscribe(self, channel: str) -> None:
+        pending = self._subscribing.pop(channel, None)
+        if pending is not None and pending.done() and not pending.exception():
+            await self.broker.unsubscribe(channel)
+
+    # -- plain channels (the tutorial's chat) ---------------------------------------
+
+    async def join(self, channel: str, connection: Connection) -> None:
+        """Make ``connection`` a member of ``channel``; subscribes the broker on first use."""
+        members = self._members.get(channel)
+        if members is None:
+            members = self._members[channel] = set()
+        members.add(connection)
+        try:
+            await self._subscribe(channel)
+        except BaseException:
+            members.discard(connection)
+            raise
 
     async def leave(self, channel: str, connection: Connection) -> None:
         """Remove ``connection`` from ``channel``; unsubscribes the broker when empty."""
@@ -134,9 +167,7 @@ class Hub:
         members.discard(connection)
         if not members:
             del self._members[channel]
-            pending = self._subscribing.pop(channel, None)
-            if pending is not None and pending.done():
-                await self.broker.unsubscribe(channel)
+            await self._unsubscribe(channel)
 
     async def publish(self, channel: str, text: str) -> None:
         """Send ``text`` to every member of ``channel`` on every process.
@@ -150,6 +181,9 @@ class Hub:
         await self.broker.publish(channel, payload)
 
     def _deliver(self, channel: str, payload: bytes) -> None:
+        if channel.startswith(ROOM_PREFIX):
+            self._deliver_to_room(channel[len(ROOM_PREFIX) :], payload)
+            return
         members = self._members.get(channel)
         if not members:
             return
@@ -158,3 +192,103 @@ class Hub:
         for connection in members:
             connection.send(frame)
         self.stats.delivered += len(members)
+
+    # -- rooms (the /v1/ws protocol) -----------------------------------------------
+
+    async def join_room(
+        self,
+        connection: Connection,
+        room: str,
+        name: str,
+        since: int | None,
+        announce: Callable[[int, list[str]], None],
+    ) -> None:
+        """Add ``connection`` to ``room`` as ``name``.
+
+        ``announce(last_seq, members)`` runs once the member is in, before anything else
+        is sent to it. Then, with ``since``, every message after ``since`` follows in
+        order; without, the messages after ``last_seq``.
+        """
+        while True:
+            feed = await self._open_feed(room)
+            if self._feeds.get(room) is feed:  # not closed while we waited for it
+                break
+        last = await self.store.last_seq(room)  # read after subscribing: nothing between
+        if self._feeds.get(room) is not feed:
+            raise RuntimeError(f"room {room} closed while joining")
+        after = last if since is None else min(since, last)
+        member = feed.add(connection, name, after, catching_up=since is not None)
+        announce(last, sorted({m.name for m in feed.members.values()}))
+        if since is not None:
+            await feed.catch_up(member)
+
+    async def leave_room(self, connection: Connection, room: str) -> bool:
+        """Remove ``connection`` from ``room``; False if it was not a member."""
+        feed = self._feeds.get(room)
+        if feed is None or feed.remove(connection) is None:
+            return False
+        if not feed.members:
+            del self._feeds[room]
+            self._opening.pop(room, None)
+            await self._unsubscribe(ROOM_PREFIX + room)
+        return True
+
+    def is_member(self, connection: Connection, room: str) -> bool:
+        """Whether ``connection`` has joined ``room``."""
+        feed = self._feeds.get(room)
+        return feed is not None and connection in feed.members
+
+    async def send_to_room(self, room: str, sender: str, text: str) -> Message:
+        """Store a message (which gives it its ``seq``) and deliver it everywhere."""
+        message = await self.store.append(room, sender, text, protocol.timestamp())
+        payload = protocol.encode(message)
+        self.stats.published += 1
+        feed = self._feeds.get(room)
+        if feed is not None:
+            feed.on_message(message, OutFrame(payload))
+        await self.broker.publish(ROOM_PREFIX + room, payload)
+        return message
+
+    async def history(self, room: str, before: int | None, limit: int) -> list[Message]:
+        """Up to ``limit`` messages of ``room`` before ``before`` (all if None), ascending."""
+        return await self.store.read(room, before=before, limit=limit)
+
+    async def _open_feed(self, room: str) -> RoomFeed:
+        pending = self._opening.get(room)
+        if pending is None:
+            pending = asyncio.get_running_loop().create_future()
+            self._opening[room] = pending
+            try:
+                # Subscribe first, then read where the room stands: nothing falls between.
+                await self._subscribe(ROOM_PREFIX + room)
+                last = await self.store.last_seq(room)
+            except BaseException as exc:
+                del self._opening[room]
+                pending.set_exception(exc)
+                pending.exception()
+                raise
+            feed = RoomFeed(room, self.store, last, self._spawn)
+            self._feeds[room] = feed
+            pending.set_result(feed)
+        return await asyncio.shield(pending)
+
+    def _deliver_to_room(self, room: str, payload: bytes) -> None:
+        feed = self._feeds.get(room)
+        if feed is None:
+            return
+        try:
+            message = protocol.decode_message(payload)
+        except Exception:
+            logger.warning("room %s: dropped an undecodable broker message", room)
+            return
+        feed.on_message(message, OutFrame(payload))
+
+    def _resync_rooms(self) -> None:
+        # After a broker outage: anything published meanwhile is in the store.
+        for feed in self._feeds.values():
+            feed.resync()
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import gc
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from hubbub.brokers import Broker
 from hubbub.config import Settings
 from hubbub.frames import OutFrame
 from hubbub.hub import Hub
+from hubbub.stores import store_from_url
 from tests.brokers.conftest import Pair
 
 TIMEOUT = 10
@@ -111,9 +113,11 @@ class Member:
         pass
 
 
-async def test_concurrent_first_subscribers_all_receive(make_pair: MakePair) -> None:
+async def test_concurrent_first_subscribers_all_receive(
+    make_pair: MakePair, tmp_path: Path
+) -> None:
     a, b = await make_pair()
-    hub = Hub(Settings(), b)
+    hub = Hub(Settings(), b, store_from_url(f"sqlite:///{tmp_path}/unused.db"))
     members = [Member() for _ in range(1000)]
     await asyncio.gather(*(hub.join("lobby", m) for m in members))  # type: ignore[arg-type]
     done = asyncio.Event()

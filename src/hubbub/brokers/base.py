@@ -50,10 +50,16 @@ class Broker(ABC):
         self.url = url
         self.stats = BrokerStats()
         self._deliver: Delivery | None = None
+        self._on_reconnect: Callable[[], None] | None = None
 
     def set_delivery(self, deliver: Delivery) -> None:
         """Register the one callback that receives every payload (the hub's)."""
         self._deliver = deliver
+
+    def set_on_reconnect(self, callback: Callable[[], None]) -> None:
+        """Register what to call after a reconnection has re-subscribed every channel
+        (the hub re-reads its rooms from the store: what was missed meanwhile is there)."""
+        self._on_reconnect = callback
 
     @property
     def shared_across_processes(self) -> bool:

@@ -198,6 +198,8 @@ class RemoteBroker(Broker):
                     delay = self.backoff_initial
                     if ever_connected:
                         self.stats.reconnects += 1
+                        if self._on_reconnect is not None:
+                            self._on_reconnect()
                         logger.warning(
                             "%s: reconnected; %d channels re-subscribed, %d buffered "
                             "messages to send in %.1fs",

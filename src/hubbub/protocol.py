@@ -1,0 +1,200 @@
+"""The ``/v1/ws`` protocol: every frame, decoded, validated and encoded in one place.
+
+Pure functions and typed frame classes (msgspec Structs), no I/O; ``docs/protocol.md``
+is the specification these follow.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta, Struct, field
+
+ROOM_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+Room = Annotated[str, Meta(pattern=ROOM_PATTERN)]
+Seq = Annotated[int, Meta(ge=0)]
+Ref = Annotated[str, Meta(max_length=64)] | Annotated[int, Meta(ge=-(2**53), le=2**53)]
+Limit = Annotated[int, Meta(ge=1, le=1000)]
+
+
+class ErrorCode(StrEnum):
+    """Why the server refused a frame (``error.code``)."""
+
+    BAD_JSON = "bad_json"  # not JSON at all
+    BAD_FRAME = "bad_frame"  # JSON, but not a valid frame: missing/wrong field
+    UNKNOWN_TYPE = "unknown_type"
+    NOT_JOINED = "not_joined"  # send/history/leave for a room this connection is not in
+    TOO_MANY_ROOMS = "too_many_rooms"
+    TEXT_TOO_LONG = "text_too_long"
+    RATE_LIMITED = "rate_limited"
+    UNAVAILABLE = "unavailable"  # the store cannot be reached right now
+
+
+class ProtocolError(Exception):
+    """A frame the server refuses; becomes an ``error`` frame."""
+
+    def __init__(self, code: ErrorCode, message: str, ref: str | int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.ref = ref
+
+
+# -- client -> server -------------------------------------------------------------
+
+
+class Frame(Struct, tag_field="type", forbid_unknown_fields=False):
+    """Base of every frame; ``type`` is the tag."""
+
+
+class Join(Frame, tag="join"):
+    """Join ``room`` (created on first use); ``since``: resume after this ``seq``."""
+
+    room: Room
+    since: Seq | None = None
+
+
+class Leave(Frame, tag="leave"):
+    """Leave ``room``."""
+
+    room: Room
+
+
+class Send(Frame, tag="send"):
+    """Post ``text`` to ``room``; ``ref`` comes back in the ``ack``."""
+
+    room: Room
+    text: str
+    ref: Ref | None = None
+
+
+class History(Frame, tag="history"):
+    """Page backwards through ``room``: up to ``limit`` messages with ``seq < before``."""
+
+    room: Room
+    before: Seq | None = None
+    limit: Limit | None = None
+
+
+class Ping(Frame, tag="ping"):
+    """Application-level heartbeat; answered with ``pong``."""
+
+    ref: Ref | None = None
+
+
+ClientFrame = Join | Leave | Send | History | Ping
+CLIENT_TYPES = frozenset({"join", "leave", "send", "history", "ping"})
+
+# -- server -> client -------------------------------------------------------------
+
+
+class Message(Frame, tag="message"):
+    """One message of a room, as stored and as delivered."""
+
+    room: str
+    seq: int
+    sender: str = field(name="from")
+    text: str
+    ts: str
+
+
+class Joined(Frame, tag="joined"):
+    """Answer to ``join``: the room's last ``seq`` and who is in it."""
+
+    room: str
+    seq: int
+    members: list[str]
+
+
+class Left(Frame, tag="left"):
+    """Answer to ``leave``."""
+
+    room: str
+
+
+class Ack(Frame, tag="ack", omit_defaults=True):
+    """Answer to ``send``: the ``seq`` the message got."""
+
+    room: str
+    seq: int
+    ref: str | int | None = None
+
+
+class HistoryPage(Frame, tag="history"):
+    """Answer to ``history``: messages in ascending ``seq``."""
+
+    room: str
+    messages: list[Message]
+
+
+class Pong(Frame, tag="pong", omit_defaults=True):
+    """Answer to ``ping``."""
+
+    ref: str | int | None = None
+
+
+class Presence(Frame, tag="presence"):
+    """Who joined or left a room."""
+
+    room: str
+    joined: list[str]
+    left: list[str]
+
+
+class Error(Frame, tag="error", omit_defaults=True):
+    """A refused frame; the connection stays open unless a close follows."""
+
+    code: str
+    message: str
+    ref: str | int | None = None
+
+
+ServerFrame = Message | Joined | Left | Ack | HistoryPage | Pong | Presence | Error
+
+_decoder: msgspec.json.Decoder[ClientFrame] = msgspec.json.Decoder(ClientFrame)
+_encoder = msgspec.json.Encoder()
+
+
+def decode(raw: str | bytes) -> ClientFrame:
+    """Parse one client frame, or raise :class:`ProtocolError` saying what is wrong."""
+    try:
+        return _decoder.decode(raw)
+    except msgspec.ValidationError as exc:  # (a subclass of DecodeError: catch it first)
+        # The JSON is well-formed (else DecodeError); look at it to classify the fault.
+        obj: Any = msgspec.json.decode(raw)
+        if not isinstance(obj, dict):
+            raise ProtocolError(ErrorCode.BAD_FRAME, "a frame is a JSON object") from None
+        ref = obj.get("ref")
+        ref = ref if isinstance(ref, str | int) and not isinstance(ref, bool) else None
+        kind = obj.get("type")
+        if kind not in CLIENT_TYPES:
+            raise ProtocolError(
+                ErrorCode.UNKNOWN_TYPE, f"unknown frame type {kind!r}", ref
+            ) from None
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"{kind}: {exc}", ref) from None
+    except msgspec.DecodeError as exc:
+        raise ProtocolError(ErrorCode.BAD_JSON, f"not valid JSON: {exc}") from None
+
+
+def encode(frame: ServerFrame) -> bytes:
+    """The JSON text of one server frame."""
+    return _encoder.encode(frame)
+
+
+def error(exc: ProtocolError) -> bytes:
+    """The ``error`` frame for ``exc``."""
+    return encode(Error(code=exc.code.value, message=exc.message, ref=exc.ref))
+
+
+def timestamp(moment: datetime | None = None) -> str:
+    """ISO 8601 UTC with milliseconds, as messages carry it."""
+    moment = moment or datetime.now(UTC)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def decode_message(raw: bytes) -> Message:
+    """A ``message`` frame as the broker carries it between processes."""
+    return msgspec.json.decode(raw, type=Message)

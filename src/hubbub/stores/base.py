@@ -1,0 +1,66 @@
+"""What a store is: the history of every room, and the sequence numbers that order it."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from hubbub.protocol import Message
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How much history a store keeps; 0 means no limit."""
+
+    max_messages: int = 0  # per room
+    max_age_seconds: float = 0.0
+
+
+class Store(ABC):
+    """Keeps every room's messages, each with the room's next sequence number.
+
+    Contract, for every implementation:
+
+    - ``append`` gives the message ``seq = previous seq of the room + 1`` (the first is
+      1), atomically, even when many processes and machines append to the same room at
+      once: no two messages share a ``seq`` and none is skipped.
+    - When ``append`` returns, the message is durable and readable by every process;
+      appends of one room become readable in ``seq`` order, so once ``seq`` N is
+      readable every smaller ``seq`` is too (a gap seen by a node can always be filled).
+    - ``read`` returns messages in ascending ``seq``.
+    - Retention deletes the oldest messages of a room; it never renumbers.
+    """
+
+    def __init__(self, url: str, retention: Retention | None = None) -> None:
+        self.url = url
+        self.retention = retention or Retention()
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Connect, and create or migrate the schema."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Release every connection and thread; idempotent."""
+
+    @abstractmethod
+    async def append(self, room: str, sender: str, text: str, ts: str) -> Message:
+        """Store one message; returns it with its ``seq``."""
+
+    @abstractmethod
+    async def read(
+        self, room: str, *, after: int | None = None, before: int | None = None, limit: int = 100
+    ) -> list[Message]:
+        """Messages of ``room`` with ``after < seq < before``, ascending.
+
+        With ``after`` (or neither bound) the *first* ``limit`` of them; with only
+        ``before``, the *last* ``limit`` of them (paging backwards).
+        """
+
+    @abstractmethod
+    async def last_seq(self, room: str) -> int:
+        """The ``seq`` of the room's newest message; 0 for a room without messages."""
+
+    @abstractmethod
+    async def rooms(self) -> list[tuple[str, int]]:
+        """Every room with messages, and its last ``seq``."""
