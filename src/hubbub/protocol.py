@@ -163,20 +163,31 @@ def decode(raw: str | bytes) -> ClientFrame:
     try:
         return _decoder.decode(raw)
     except msgspec.ValidationError as exc:  # (a subclass of DecodeError: catch it first)
-        # The JSON is well-formed (else DecodeError); look at it to classify the fault.
-        obj: Any = msgspec.json.decode(raw)
+        # Validation can fail before the parser has seen the whole text: parse it all
+        # untyped to tell bad JSON from a bad frame, and to find a ref to answer with.
+        try:
+            obj: Any = msgspec.json.decode(raw)
+        except msgspec.DecodeError as bad_json:
+            raise ProtocolError(ErrorCode.BAD_JSON, f"not valid JSON: {bad_json}") from None
         if not isinstance(obj, dict):
             raise ProtocolError(ErrorCode.BAD_FRAME, "a frame is a JSON object") from None
-        ref = obj.get("ref")
-        ref = ref if isinstance(ref, str | int) and not isinstance(ref, bool) else None
+        ref = _valid_ref(obj.get("ref"))
         kind = obj.get("type")
-        if kind not in CLIENT_TYPES:
+        if not isinstance(kind, str) or kind not in CLIENT_TYPES:
             raise ProtocolError(
                 ErrorCode.UNKNOWN_TYPE, f"unknown frame type {kind!r}", ref
             ) from None
         raise ProtocolError(ErrorCode.BAD_FRAME, f"{kind}: {exc}", ref) from None
     except msgspec.DecodeError as exc:
         raise ProtocolError(ErrorCode.BAD_JSON, f"not valid JSON: {exc}") from None
+
+
+def _valid_ref(ref: object) -> str | int | None:
+    try:
+        valid: str | int = msgspec.convert(ref, Ref)
+    except msgspec.ValidationError:
+        return None
+    return valid
 
 
 def encode(frame: ServerFrame) -> bytes:
