@@ -250,8 +250,9 @@ class Hub:
         return message
 
     async def history(self, room: str, before: int | None, limit: int) -> list[Message]:
-        """Up to ``limit`` messages of ``room`` before ``before`` (all if None), ascending."""
-        return await self.store.read(room, before=before, limit=limit)
+        """The last ``limit`` messages of ``room`` before ``before`` (or the newest ones),
+        ascending."""
+        return await self.store.read(room, before=2**62 if before is None else before, limit=limit)
 
     async def _open_feed(self, room: str) -> RoomFeed:
         pending = self._opening.get(room)
