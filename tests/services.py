@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import secrets
 import socket
-from urllib.parse import urlsplit
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from urllib.parse import urlsplit, urlunsplit
 
+import asyncpg
 import pytest
 
 # The machine's shared services; override with HUBBUB_TEST_<NAME>_URL.
@@ -37,3 +42,43 @@ def service_url(name: str) -> str:
     except OSError as exc:
         missing(f"{name} is not reachable at {url} ({exc}); scripts/services starts it")
     return url
+
+
+async def create_database() -> tuple[str, str]:
+    """A fresh PostgreSQL database on the test server: its URL and name."""
+    server = service_url("postgres")
+    name = f"hubbub_test_{secrets.token_hex(6)}"
+    admin = await asyncpg.connect(server)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await admin.close()
+    return urlunsplit(urlsplit(server)._replace(path=f"/{name}")), name
+
+
+async def drop_database(name: str) -> None:
+    admin = await asyncpg.connect(service_url("postgres"))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@asynccontextmanager
+async def temporary_database() -> AsyncIterator[str]:
+    """A fresh PostgreSQL database, dropped afterwards; its URL."""
+    url, name = await create_database()
+    try:
+        yield url
+    finally:
+        await drop_database(name)
+
+
+@contextmanager
+def temporary_database_sync() -> Iterator[str]:
+    """:func:`temporary_database` for code that runs no event loop."""
+    url, name = asyncio.run(create_database())
+    try:
+        yield url
+    finally:
+        asyncio.run(drop_database(name))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable
 
+import pytest
+
 from hubbub import protocol
 from hubbub.frames import OutFrame
 from hubbub.protocol import Message
@@ -89,7 +91,9 @@ async def test_a_gap_is_filled_from_the_store_before_going_on() -> None:
     assert sink.seqs == [1, 2, 3, 4, 5, 6]
 
 
-async def test_messages_arriving_during_a_fill_wait_their_turn() -> None:
+async def test_messages_arriving_during_a_fill_wait_their_turn(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     store = ListStore(upto=8)
     store.gate.clear()
     f = Feed(store, 0)
@@ -97,11 +101,13 @@ async def test_messages_arriving_during_a_fill_wait_their_turn() -> None:
     f.feed.add(sink, "a", 0, catching_up=False)  # type: ignore[arg-type]
     f.feed.on_message(msg(3))
     await asyncio.sleep(0)  # the fill is now waiting on the store
-    for seq in (7, 1, 5, 8):
+    for seq in (7, 1, 5, 8):  # 1 and 5 come from the store first: stale when released
         f.feed.on_message(msg(seq))
     store.gate.set()
     await f.settle()
     assert sink.seqs == list(range(1, 9))
+    assert f.feed.delivered == 8
+    assert "no longer stored" not in caplog.text  # never skipped, never went backwards
 
 
 async def test_resync_reads_everything_missed() -> None:

@@ -98,14 +98,22 @@ class RoomFeed:
         self.delivered = seq
 
     def _release_ahead(self) -> None:
+        # Hand out what waited and is next; forget what the store delivered meanwhile.
         ahead = self._ahead
-        while (entry := ahead.pop(self.delivered + 1, None)) is not None:
-            message, frame = entry
-            self._hand_out(message.seq, frame or OutFrame(protocol.encode(message)))
+        while ahead:
+            lowest = min(ahead)
+            if lowest > self.delivered + 1:
+                return
+            message, frame = ahead.pop(lowest)
+            if lowest == self.delivered + 1:
+                self._hand_out(lowest, frame or OutFrame(protocol.encode(message)))
 
     async def _fill_gaps(self, to_the_end: bool = False) -> None:
         try:
-            while self._ahead or to_the_end:
+            while True:
+                self._release_ahead()
+                if not self._ahead and not to_the_end:
+                    return
                 target = min(self._ahead) if self._ahead else None
                 rows = await self.store.read(
                     self.name, after=self.delivered, before=target, limit=BACKLOG_PAGE
@@ -113,20 +121,16 @@ class RoomFeed:
                 for message in rows:
                     if message.seq > self.delivered + 1:
                         self._skip_to(message.seq - 1)
-                    if message.seq == self.delivered + 1:
-                        self._hand_out(message.seq, OutFrame(protocol.encode(message)))
+                    self._hand_out(message.seq, OutFrame(protocol.encode(message)))
                 if target is None:
-                    if len(rows) < BACKLOG_PAGE:
-                        return
-                    continue
-                if not rows:
+                    to_the_end = len(rows) == BACKLOG_PAGE
+                elif not rows:
                     self._skip_to(target - 1)
-                self._release_ahead()
         except Exception:
             logger.exception("room %s: filling a gap from the store failed", self.name)
         finally:
             self._filling = False
-            if self._ahead:  # more arrived while the last read was in flight
+            if self._ahead:  # what arrived after a failure waits for the next fill
                 self._filling = True
                 self._spawn(self._fill_gaps())
 

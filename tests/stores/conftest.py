@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
-import asyncpg
 import pytest
 
 from hubbub.stores import Retention, Store, store_from_url
-from tests.services import service_url
+from tests.services import temporary_database
 
 BACKENDS = ["sqlite", "postgres"]
 
@@ -21,15 +18,8 @@ async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/hubbub.db"
         return
-    server = service_url("postgres")
-    name = f"hubbub_test_{secrets.token_hex(6)}"
-    admin = await asyncpg.connect(server)
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
-    finally:
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-        await admin.close()
+    async with temporary_database() as url:
+        yield url
 
 
 @pytest.fixture
