@@ -115,7 +115,9 @@ def start_servers(args: argparse.Namespace, workdir: Path) -> tuple[subprocess.P
 
 
 def tree_pids(pid: int) -> list[int]:
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
+    out = subprocess.run(
+        ["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True, check=False
+    )
     children = [int(p) for p in out.stdout.split()]
     return [pid] + [q for c in children for q in tree_pids(c)]
 
@@ -175,7 +177,7 @@ async def load(args: argparse.Namespace, url: str, pids: list[int]) -> dict[str,
     expected = sent * args.members
     drain_deadline = time.perf_counter() + 30
     while sum(m.received for m in members) < expected and time.perf_counter() < drain_deadline:
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # noqa: ASYNC110 - a bench polls its counters
     elapsed = time.perf_counter() - t0
     cpu = cpu_seconds(pids) - cpu_before
     received = sum(m.received for m in members)
@@ -224,7 +226,10 @@ def main() -> None:
                 os.killpg(server.pid, signal.SIGTERM)
                 server.wait(30)
     store = args.store_url or "sqlite"
-    label = f"{args.rooms}×{args.members}, {args.rate:g}/s, {store.split(':')[0]}, {args.broker_url.split(':')[0]}, {args.workers}w"
+    label = (
+        f"{args.rooms}x{args.members}, {args.rate:g}/s, {store.split(':')[0]}, "
+        f"{args.broker_url.split(':')[0]}, {args.workers}w"
+    )
     print("| run | " + " | ".join(result) + " |")
     print("|---" * (len(result) + 1) + "|")
     cells = [f"{v:,.1f}" if isinstance(v, float) else f"{v:,}" for v in result.values()]
