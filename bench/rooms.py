@@ -177,7 +177,7 @@ async def load(args: argparse.Namespace, url: str, pids: list[int]) -> dict[str,
     expected = sent * args.members
     drain_deadline = time.perf_counter() + 30
     while sum(m.received for m in members) < expected and time.perf_counter() < drain_deadline:
-        await asyncio.sleep(0.05)  # noqa: ASYNC110 - a bench polls its counters
+        await asyncio.sleep(0.05)
     elapsed = time.perf_counter() - t0
     cpu = cpu_seconds(pids) - cpu_before
     received = sum(m.received for m in members)
