@@ -177,7 +177,7 @@ async def load(args: argparse.Namespace, url: str, pids: list[int]) -> dict[str,
     expected = sent * args.members
     drain_deadline = time.perf_counter() + 30
     # A bench may poll its own counters; the deadline bounds it.
-    while sum(m.received for m in members) < expected:  # noqa: ASYNC110
+    while sum(m.received for m in members) < expected:
         if time.perf_counter() > drain_deadline:
             break
         await asyncio.sleep(0.05)
