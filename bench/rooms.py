@@ -47,7 +47,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--store-url", default=None, help="default: a fresh SQLite file")
     p.add_argument("--broker-url", default="memory://")
     p.add_argument("--workers", type=int, default=1)
-    p.add_argument("--profile", help="write a py-spy flame graph (SVG) of the server here")
+    p.add_argument(
+        "--profile", help="py-spy profile of the server: a flame graph (.svg) or stacks (.txt)"
+    )
     return p.parse_args()
 
 
@@ -213,13 +215,15 @@ def main() -> None:
         else:
             server, url = start_servers(args, Path(tmp))
             pids = tree_pids(server.pid)
-            if args.profile:
+        try:
+            if args.profile and server is not None:
+                py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
                 profiler = subprocess.Popen(
-                    ["py-spy", "record", "--subprocesses", "-o", args.profile,
+                    [py_spy, "record", "--subprocesses", "-o", args.profile,
+                     "--format", "raw" if args.profile.endswith(".txt") else "flamegraph",
                      "--pid", str(server.pid), "--nonblocking"],
                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 )  # fmt: skip
-        try:
             result = asyncio.run(load(args, url, pids))
         finally:
             if profiler is not None:

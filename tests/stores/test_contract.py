@@ -94,3 +94,13 @@ async def test_schema_is_created_once_and_reopened(open_store: OpenStore) -> Non
     again = await open_store()
     assert [m.text for m in await again.read("r")] == ["kept"]
     await first.stop()  # idempotent
+
+
+async def test_retention_by_age_drops_old_messages(open_store: OpenStore) -> None:
+    store = await open_store(Retention(max_age_seconds=3600))
+    for i in range(1, 100):
+        await store.append("r", "u", f"old {i}", "2020-01-01T00:00:00.000Z")
+    await store.append("r", "u", "new", timestamp())  # seq 100: a retention pass runs
+    kept = await store.read("r", limit=1000)
+    assert [(m.seq, m.text) for m in kept] == [(100, "new")]
+    assert await store.last_seq("r") == 100
