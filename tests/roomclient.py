@@ -6,6 +6,7 @@ import asyncio
 import json
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import quote
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -26,9 +27,12 @@ class RoomClient:
         self._reader = asyncio.create_task(self._read())
 
     @classmethod
-    async def open(cls, url: str, name: str | None = None, **kwargs: Any) -> RoomClient:
-        query = f"?name={name}" if name else ""
-        return cls(await connect(f"{url}/v1/ws{query}", **kwargs))
+    async def open(
+        cls, url: str, name: str | None = None, query: str = "", **kwargs: Any
+    ) -> RoomClient:
+        """Connect as guest ``name``, or with an explicit ``query`` (``token=…``)."""
+        query = query or (f"name={quote(name)}" if name else "")
+        return cls(await connect(f"{url}/v1/ws" + (f"?{query}" if query else ""), **kwargs))
 
     async def _read(self) -> None:
         try:

@@ -68,7 +68,7 @@ async def test_in_order_messages_go_straight_through_once() -> None:
     store = ListStore()
     f = Feed(store, 0)
     sink = Sink()
-    f.feed.add(sink, "a", 0, catching_up=False)  # type: ignore[arg-type]
+    f.feed.add(sink, "u", "a", 0, catching_up=False)  # type: ignore[arg-type]
     for seq in (1, 2, 2, 3, 1, 3):
         f.feed.on_message(msg(seq))
     assert sink.seqs == [1, 2, 3]
@@ -79,7 +79,7 @@ async def test_a_gap_is_filled_from_the_store_before_going_on() -> None:
     store = ListStore(upto=6)
     f = Feed(store, 0)
     sink = Sink()
-    f.feed.add(sink, "a", 0, catching_up=False)  # type: ignore[arg-type]
+    f.feed.add(sink, "u", "a", 0, catching_up=False)  # type: ignore[arg-type]
     f.feed.on_message(msg(1))
     f.feed.on_message(msg(4))  # 2 and 3 went missing
     f.feed.on_message(msg(5))
@@ -98,7 +98,7 @@ async def test_messages_arriving_during_a_fill_wait_their_turn(
     store.gate.clear()
     f = Feed(store, 0)
     sink = Sink()
-    f.feed.add(sink, "a", 0, catching_up=False)  # type: ignore[arg-type]
+    f.feed.add(sink, "u", "a", 0, catching_up=False)  # type: ignore[arg-type]
     f.feed.on_message(msg(3))
     await asyncio.sleep(0)  # the fill is now waiting on the store
     for seq in (7, 1, 5, 8):  # 1 and 5 come from the store first: stale when released
@@ -114,7 +114,7 @@ async def test_resync_reads_everything_missed() -> None:
     store = ListStore(upto=5)
     f = Feed(store, 2)
     sink = Sink()
-    f.feed.add(sink, "a", 2, catching_up=False)  # type: ignore[arg-type]
+    f.feed.add(sink, "u", "a", 2, catching_up=False)  # type: ignore[arg-type]
     f.feed.resync()
     await f.settle()
     assert sink.seqs == [3, 4, 5]
@@ -124,9 +124,9 @@ async def test_catch_up_has_no_gap_and_no_duplicate_at_the_boundary() -> None:
     store = ListStore(upto=450)  # more than two backlog pages
     f = Feed(store, 450)
     live = Sink()
-    f.feed.add(live, "live", 450, catching_up=False)  # type: ignore[arg-type]
+    f.feed.add(live, "u1", "live", 450, catching_up=False)  # type: ignore[arg-type]
     resumer = Sink()
-    member = f.feed.add(resumer, "r", 10, catching_up=True)  # type: ignore[arg-type]
+    member = f.feed.add(resumer, "u2", "r", 10, catching_up=True)  # type: ignore[arg-type]
     store.gate.clear()
     catching = asyncio.ensure_future(f.feed.catch_up(member))
     await asyncio.sleep(0)
@@ -147,7 +147,7 @@ async def test_messages_removed_by_retention_are_skipped_not_waited_for() -> Non
     store.messages = store.messages[5:]  # 1..5 pruned
     f = Feed(store, 0)
     sink = Sink()
-    f.feed.add(sink, "a", 0, catching_up=False)  # type: ignore[arg-type]
+    f.feed.add(sink, "u", "a", 0, catching_up=False)  # type: ignore[arg-type]
     f.feed.on_message(msg(8))
     await f.settle()
     assert sink.seqs == [6, 7, 8]

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
+from hubbub.auth import Authenticator
 from hubbub.brokers import broker_from_url
 from hubbub.config import Settings
 from hubbub.hub import Hub
@@ -48,7 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.hub = hub
     app.state.settings = settings
     app.include_router(seed_router(hub))
-    app.include_router(rooms_router(hub))
+    app.include_router(rooms_router(hub, Authenticator(settings)))
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from uvicorn.supervisors import Multiprocess
 
 from hubbub.app import create_app
+from hubbub.auth import Authenticator, parse_ttl
 from hubbub.brokers import broker_from_url
 from hubbub.config import Settings
 from hubbub.errors import ConfigurationError
@@ -54,7 +55,30 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the server")
     _add_settings_flags(serve)
+    token = commands.add_parser("token", help="tokens for /v1/ws")
+    token_commands = token.add_subparsers(dest="token_command", required=True)
+    create = token_commands.add_parser(
+        "create", help="print a token signed with --jwt-secret / HUBBUB_JWT_SECRET"
+    )
+    create.add_argument("--user", required=True, help="user id (the sub claim)")
+    create.add_argument("--name", help="display name (default: the user id)")
+    create.add_argument("--rooms", default="*", help="room patterns, comma-separated")
+    create.add_argument("--ttl", default="1h", help="lifetime: 90s, 15m, 1h, 7d")
+    create.add_argument("--jwt-secret", dest="jwt_secret", help="[env HUBBUB_JWT_SECRET]")
     return parser
+
+
+def create_token(args: argparse.Namespace) -> int:
+    """``hubbub token create``: print a signed token."""
+    given = {"jwt_secret": args.jwt_secret} if args.jwt_secret else {}
+    settings = Settings(**given)
+    auth = Authenticator(settings)
+    try:
+        ttl = parse_ttl(args.ttl)
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+    print(auth.create(args.user, args.name or args.user, args.rooms, ttl))
+    return 0
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
@@ -70,6 +94,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 def check(settings: Settings) -> None:
     """Refuse settings that cannot work, with a message that says why."""
     store_from_url(settings.store_url)  # a known scheme, its extra installed
+    Authenticator(settings)  # a readable key that fits the algorithm
     broker = broker_from_url(settings.broker_url)
     if settings.workers > 1 and not broker.shared_across_processes:
         raise ConfigurationError(
@@ -106,6 +131,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hubbub`` command."""
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "token":
+            return create_token(args)
         settings = settings_from_args(args)
         return serve(settings)
     except ValidationError as exc:

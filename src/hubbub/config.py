@@ -62,6 +62,42 @@ class Settings(BaseSettings):
         description="Refused frames (beyond one per second) before a /v1/ws client is "
         "closed with 1008.",
     )
+    jwt_secret: str | None = Field(
+        None,
+        min_length=32,
+        description="HS256 secret (32+ characters) that signs /v1/ws tokens.",
+    )
+    jwt_public_key: str | None = Field(
+        None, description="PEM file of the RS256/ES256 public key that verifies tokens."
+    )
+    jwt_algorithm: Literal["HS256", "HS384", "HS512", "RS256", "ES256"] = Field(
+        "HS256", description="The one JWT algorithm accepted."
+    )
+    guests: bool | None = Field(
+        None,
+        description="Let anyone in with a display name (default: yes unless a JWT secret or "
+        "key is set).",
+    )
+    guest_rooms: str = Field("*", description="Room patterns guests may read and write.")
+    allowed_origins: str = Field(
+        "",
+        description="Origins (comma-separated) allowed to open /v1/ws with a session cookie.",
+    )
+    session_cookie: str = Field(
+        "hubbub_session", description="Cookie that may carry a /v1/ws token."
+    )
+    hello_timeout: float = Field(
+        5.0, gt=0, description="Seconds a /v1/ws client has to say hello when it must."
+    )
+    presence_interval: float = Field(
+        2.0,
+        gt=0,
+        description="Seconds between presence heartbeats; a silent process's members are "
+        "dropped after three.",
+    )
+    api_key: str | None = Field(
+        None, description="Bearer key of the HTTP API under /api/v1 (unset: API refused)."
+    )
     max_frame_bytes: int = Field(
         64 * 1024, ge=125, description="Largest incoming message; bigger ones close with 1009."
     )

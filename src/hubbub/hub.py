@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from starlette.websockets import WebSocket
 
 from hubbub import protocol
+from hubbub.auth import Identity
 from hubbub.brokers.base import Broker
 from hubbub.config import Settings
 from hubbub.connection import Connection
 from hubbub.errors import CloseCode
 from hubbub.frames import OutFrame
+from hubbub.presence import NODES_CHANNEL, PRESENCE_PREFIX, Presence
 from hubbub.protocol import Message
 from hubbub.rooms import RoomFeed
 from hubbub.stores import Store
@@ -26,6 +29,11 @@ from hubbub.stores import Store
 logger = logging.getLogger("hubbub.hub")
 
 ROOM_PREFIX = "room:"  # broker channels of rooms; other channels are plain fan-out
+CONTROL_CHANNEL = "control:~"  # disconnect-user requests between processes
+
+
+class NameTaken(Exception):
+    """Another user in the room already goes by this display name."""
 
 
 @dataclass
@@ -54,7 +62,14 @@ class Hub:
         self._feeds: dict[str, RoomFeed] = {}
         self._opening: dict[str, asyncio.Future[RoomFeed]] = {}
         self._tasks: set[asyncio.Future[None]] = set()
+        self._users: dict[str, set[Connection]] = {}
         self._shutting_down = False
+        self.presence = Presence(
+            secrets.token_hex(8),
+            broker.publish,
+            self._announce_presence,
+            settings.presence_interval,
+        )
         broker.set_delivery(self._deliver)
         broker.set_on_reconnect(self._resync_rooms)
 
@@ -64,6 +79,9 @@ class Hub:
         """Open the store and connect the broker."""
         await self.store.start()
         await self.broker.start()
+        await self._subscribe(NODES_CHANNEL)
+        await self._subscribe(CONTROL_CHANNEL)
+        self._spawn(self.presence.run())
 
     async def stop(self) -> None:
         """Disconnect the broker and close the store; connections are closed before this."""
@@ -103,6 +121,10 @@ class Hub:
     async def disconnect(self, connection: Connection) -> None:
         """Forget ``connection`` everywhere and release it."""
         self.connections.discard(connection)
+        for user, connections in list(self._users.items()):
+            connections.discard(connection)
+            if not connections:
+                del self._users[user]
         for channel in [c for c, members in self._members.items() if connection in members]:
             await self.leave(channel, connection)
         for room in [r for r, feed in self._feeds.items() if connection in feed.members]:
@@ -184,6 +206,12 @@ class Hub:
         if channel.startswith(ROOM_PREFIX):
             self._deliver_to_room(channel[len(ROOM_PREFIX) :], payload)
             return
+        if channel.startswith(PRESENCE_PREFIX):
+            self.presence.on_message(payload, self._spawn)
+            return
+        if channel == CONTROL_CHANNEL:
+            self._on_control(payload)
+            return
         members = self._members.get(channel)
         if not members:
             return
@@ -199,15 +227,16 @@ class Hub:
         self,
         connection: Connection,
         room: str,
-        name: str,
+        identity: Identity,
         since: int | None,
         announce: Callable[[int, list[str]], None],
     ) -> None:
-        """Add ``connection`` to ``room`` as ``name``.
+        """Add ``connection`` to ``room`` as ``identity``.
 
         ``announce(last_seq, members)`` runs once the member is in, before anything else
         is sent to it. Then, with ``since``, every message after ``since`` follows in
-        order; without, the messages after ``last_seq``.
+        order; without, the messages after ``last_seq``. Raises :class:`NameTaken` if
+        another user in the room has the same display name.
         """
         while True:
             feed = await self._open_feed(room)
@@ -216,22 +245,34 @@ class Hub:
         last = await self.store.last_seq(room)  # read after subscribing: nothing between
         if self._feeds.get(room) is not feed:
             raise RuntimeError(f"room {room} closed while joining")
+        if self.presence.name_taken(room, identity.name, identity.user):
+            if not feed.members:
+                await self._close_feed(room)
+            raise NameTaken(f"{identity.name!r} is already in {room}")
+        await self.presence.add(room, identity.user, identity.name)
         after = last if since is None else min(since, last)
-        member = feed.add(connection, name, after, catching_up=since is not None)
-        announce(last, sorted({m.name for m in feed.members.values()}))
+        member = feed.add(connection, identity.user, identity.name, after, since is not None)
+        announce(last, sorted(self.presence.members(room).values()))
         if since is not None:
             await feed.catch_up(member)
 
     async def leave_room(self, connection: Connection, room: str) -> bool:
         """Remove ``connection`` from ``room``; False if it was not a member."""
         feed = self._feeds.get(room)
-        if feed is None or feed.remove(connection) is None:
+        member = feed.remove(connection) if feed is not None else None
+        if feed is None or member is None:
             return False
+        await self.presence.remove(room, member.user)
         if not feed.members:
-            del self._feeds[room]
-            self._opening.pop(room, None)
-            await self._unsubscribe(ROOM_PREFIX + room)
+            await self._close_feed(room)
         return True
+
+    async def _close_feed(self, room: str) -> None:
+        del self._feeds[room]
+        self._opening.pop(room, None)
+        self.presence.closed(room)
+        await self._unsubscribe(ROOM_PREFIX + room)
+        await self._unsubscribe(PRESENCE_PREFIX + room)
 
     def is_member(self, connection: Connection, room: str) -> bool:
         """Whether ``connection`` has joined ``room``."""
@@ -262,6 +303,8 @@ class Hub:
             try:
                 # Subscribe first, then read where the room stands: nothing falls between.
                 await self._subscribe(ROOM_PREFIX + room)
+                await self._subscribe(PRESENCE_PREFIX + room)
+                await self.presence.opened(room)
                 last = await self.store.last_seq(room)
             except BaseException as exc:
                 del self._opening[room]
@@ -285,9 +328,40 @@ class Hub:
         feed.on_message(message, OutFrame(payload))
 
     def _resync_rooms(self) -> None:
-        # After a broker outage: anything published meanwhile is in the store.
+        # After a broker outage: anything published meanwhile is in the store, and
+        # presence is told again.
         for feed in self._feeds.values():
             feed.resync()
+        self._spawn(self.presence.resync())
+
+    def _announce_presence(self, room: str, joined: list[str], left: list[str]) -> None:
+        feed = self._feeds.get(room)
+        if feed is None or not feed.members:
+            return
+        frame = OutFrame(protocol.encode(protocol.Presence(room=room, joined=joined, left=left)))
+        for member in feed.members.values():
+            member.connection.send(frame)
+
+    # -- users ----------------------------------------------------------------------
+
+    def register_user(self, connection: Connection, user: str) -> None:
+        """Remember whose ``connection`` this is (for disconnecting a user)."""
+        self._users.setdefault(user, set()).add(connection)
+
+    async def disconnect_user(self, user: str) -> int:
+        """Close every connection of ``user`` on every process; returns how many were
+        closed on this one."""
+        await self.broker.publish(CONTROL_CHANNEL, user.encode())
+        return self._kick(user)
+
+    def _on_control(self, payload: bytes) -> None:
+        self._kick(payload.decode())
+
+    def _kick(self, user: str) -> int:
+        connections = self._users.get(user, set())
+        for connection in connections:
+            connection.close(CloseCode.POLICY_VIOLATION, "disconnected by the server")
+        return len(connections)
 
     def _spawn(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)

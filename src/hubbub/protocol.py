@@ -31,6 +31,12 @@ class ErrorCode(StrEnum):
     TEXT_TOO_LONG = "text_too_long"
     RATE_LIMITED = "rate_limited"
     UNAVAILABLE = "unavailable"  # the store cannot be reached right now
+    UNAUTHORIZED = "unauthorized"  # no identity, or a token that is forged or malformed
+    TOKEN_EXPIRED = "token_expired"
+    TOKEN_NOT_YET_VALID = "token_not_yet_valid"
+    INVALID_NAME = "invalid_name"
+    NAME_TAKEN = "name_taken"  # another user in the room has that display name
+    FORBIDDEN = "forbidden"  # the identity may not read (join) or write (send) the room
 
 
 class ProtocolError(Exception):
@@ -79,16 +85,40 @@ class History(Frame, tag="history"):
     limit: Limit | None = None
 
 
+class Hello(Frame, tag="hello"):
+    """First frame of a connection that did not authenticate in the URL: a token, or
+    (where guests are allowed) a display name."""
+
+    token: str | None = None
+    name: str | None = None
+
+
+class Refresh(Frame, tag="refresh"):
+    """A fresh token for the same user, before the current one expires."""
+
+    token: str
+
+
 class Ping(Frame, tag="ping"):
     """Application-level heartbeat; answered with ``pong``."""
 
     ref: Ref | None = None
 
 
-ClientFrame = Join | Leave | Send | History | Ping
-CLIENT_TYPES = frozenset({"join", "leave", "send", "history", "ping"})
+ClientFrame = Join | Leave | Send | History | Ping | Hello | Refresh
+CLIENT_TYPES = frozenset({"join", "leave", "send", "history", "ping", "hello", "refresh"})
 
 # -- server -> client -------------------------------------------------------------
+
+
+class Welcome(Frame, tag="welcome"):
+    """Who the server takes the connection to be; sent once authenticated (and again
+    after a ``refresh``). ``expires``: Unix time the token runs out, if it does."""
+
+    user: str
+    name: str
+    guest: bool
+    expires: float | None = None
 
 
 class Message(Frame, tag="message"):
@@ -152,7 +182,7 @@ class Error(Frame, tag="error", omit_defaults=True):
     ref: str | int | None = None
 
 
-ServerFrame = Message | Joined | Left | Ack | HistoryPage | Pong | Presence | Error
+ServerFrame = Welcome | Message | Joined | Left | Ack | HistoryPage | Pong | Presence | Error
 
 _decoder: msgspec.json.Decoder[ClientFrame] = msgspec.json.Decoder(ClientFrame)
 _encoder = msgspec.json.Encoder()

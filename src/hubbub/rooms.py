@@ -31,10 +31,11 @@ BACKLOG_PAGE = 200
 class Member:
     """One connection in one room, and the last ``seq`` it was sent."""
 
-    __slots__ = ("connection", "delivered", "held", "name")
+    __slots__ = ("connection", "delivered", "held", "name", "user")
 
-    def __init__(self, connection: Connection, name: str, delivered: int) -> None:
+    def __init__(self, connection: Connection, user: str, name: str, delivered: int) -> None:
         self.connection = connection
+        self.user = user
         self.name = name
         self.delivered = delivered
         # Live messages that arrive while the backlog is being sent; None once live.
@@ -136,10 +137,12 @@ class RoomFeed:
 
     # -- members ----------------------------------------------------------------------
 
-    def add(self, connection: Connection, name: str, after: int, catching_up: bool) -> Member:
+    def add(
+        self, connection: Connection, user: str, name: str, after: int, catching_up: bool
+    ) -> Member:
         """Add a member that has every message up to ``after``. If ``catching_up``, live
         messages are held for it until :meth:`catch_up` has sent the backlog."""
-        member = Member(connection, name, after)
+        member = Member(connection, user, name, after)
         if catching_up:
             member.held = []
         self.members[connection] = member

@@ -6,24 +6,23 @@ does to rooms is the hub's business.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import re
-import secrets
 import time
+from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Query, WebSocket
+from fastapi import APIRouter, Query, WebSocket, WebSocketException
 
 from hubbub import protocol
+from hubbub.auth import Authenticator, AuthError, Identity, patterns
 from hubbub.connection import Connection
 from hubbub.errors import CloseCode
 from hubbub.frames import OutFrame
-from hubbub.hub import Hub
+from hubbub.hub import Hub, NameTaken
 from hubbub.protocol import ErrorCode, ProtocolError
 
 logger = logging.getLogger("hubbub.rooms")
-
-NAME = re.compile(r"^[\w][\w .'-]{0,31}$")
 
 
 class TokenBucket:
@@ -51,16 +50,79 @@ class TokenBucket:
 class RoomSession:
     """One ``/v1/ws`` connection: its name, its rooms, its limits."""
 
-    def __init__(self, hub: Hub, connection: Connection, name: str) -> None:
+    def __init__(self, hub: Hub, auth: Authenticator, connection: Connection) -> None:
         settings = hub.settings
         self.hub = hub
+        self.auth = auth
         self.connection = connection
-        self.name = name
+        self.identity: Identity | None = None
+        self._expiry: asyncio.TimerHandle | None = None
         self.rooms: set[str] = set()
         self.max_text = settings.max_text_chars
         self.max_rooms = settings.max_rooms_per_connection
         self.rate = TokenBucket(settings.rate_per_second, settings.rate_burst)
         self.errors = TokenBucket(1.0, settings.max_errors)
+
+    # -- who is this? ------------------------------------------------------------
+
+    async def authenticate(
+        self, texts: AsyncIterator[str], token: str | None, name: str | None
+    ) -> bool:
+        """Settle the identity from the URL or a first ``hello`` frame; on failure the
+        client gets an ``error`` and the connection is closed (1008)."""
+        try:
+            if token is None and name is None:
+                token, name = await self._hello(texts)
+            identity = self.auth.verify(token) if token is not None else self.auth.guest(name or "")
+        except AuthError as exc:
+            self.refuse(exc.code, exc.message)
+            return False
+        except ProtocolError as exc:
+            self.refuse(exc.code, exc.message)
+            return False
+        self.adopt(identity)
+        self.hub.register_user(self.connection, identity.user)
+        return True
+
+    async def _hello(self, texts: AsyncIterator[str]) -> tuple[str | None, str | None]:
+        timeout = self.hub.settings.hello_timeout
+        try:
+            first = await asyncio.wait_for(anext(texts), timeout)
+        except TimeoutError:
+            raise AuthError("unauthorized", f"no hello within {timeout:g}s") from None
+        except StopAsyncIteration:
+            raise AuthError("unauthorized", "closed before hello") from None
+        frame = protocol.decode(first)
+        if not isinstance(frame, protocol.Hello) or (frame.token is None) == (frame.name is None):
+            raise AuthError("unauthorized", 'say {"type":"hello","token":…} (or "name") first')
+        return frame.token, frame.name
+
+    def adopt(self, identity: Identity) -> None:
+        """Act as ``identity`` from now on; close the connection when its token expires."""
+        self.identity = identity
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        if identity.expires_at is not None:
+            delay = max(0.0, identity.expires_at - time.time())
+            self._expiry = asyncio.get_running_loop().call_later(delay, self._expired)
+        self.reply(
+            protocol.Welcome(
+                user=identity.user,
+                name=identity.name,
+                guest=identity.guest,
+                expires=identity.expires_at,
+            )
+        )
+
+    def _expired(self) -> None:
+        self._expiry = None
+        self.refuse("token_expired", "the token has expired; connect again with a new one")
+
+    def refuse(self, code: str, message: str) -> None:
+        """Tell the client why, and close with 1008."""
+        self.connection.send(OutFrame(protocol.encode(protocol.Error(code=code, message=message))))
+        self.connection.close(CloseCode.POLICY_VIOLATION, code)
 
     def reply(self, frame: protocol.ServerFrame) -> None:
         self.connection.send(OutFrame(protocol.encode(frame)))
@@ -77,9 +139,13 @@ class RoomSession:
                 self.connection.close(CloseCode.POLICY_VIOLATION, "too many refused frames")
 
     async def dispatch(self, frame: protocol.ClientFrame) -> None:
+        identity = self.identity
+        assert identity is not None
         match frame:
             case protocol.Send(room=room, text=text, ref=ref):
                 self.require_member(room, ref)
+                if not identity.can_write(room):
+                    raise ProtocolError(ErrorCode.FORBIDDEN, f"you may not post in {room!r}", ref)
                 if len(text) > self.max_text:
                     raise ProtocolError(
                         ErrorCode.TEXT_TOO_LONG, f"text is over {self.max_text} characters", ref
@@ -87,7 +153,7 @@ class RoomSession:
                 if "\x00" in text:
                     raise ProtocolError(ErrorCode.BAD_FRAME, "text contains NUL", ref)
                 try:
-                    message = await self.hub.send_to_room(room, self.name, text)
+                    message = await self.hub.send_to_room(room, identity.name, text)
                 except Exception as exc:
                     logger.warning("room %s: store append failed: %s", room, exc)
                     raise ProtocolError(
@@ -95,6 +161,8 @@ class RoomSession:
                     ) from None
                 self.reply(protocol.Ack(room=room, seq=message.seq, ref=ref))
             case protocol.Join(room=room, since=since):
+                if not identity.can_read(room):
+                    raise ProtocolError(ErrorCode.FORBIDDEN, f"you may not join {room!r}")
                 if room not in self.rooms and len(self.rooms) >= self.max_rooms:
                     raise ProtocolError(
                         ErrorCode.TOO_MANY_ROOMS, f"at most {self.max_rooms} rooms at once"
@@ -106,12 +174,15 @@ class RoomSession:
                     await self.hub.join_room(
                         self.connection,
                         room,
-                        self.name,
+                        identity,
                         since,
                         lambda last, members: self.reply(
                             protocol.Joined(room=room, seq=last, members=members)
                         ),
                     )
+                except NameTaken as exc:
+                    self.rooms.discard(room)
+                    raise ProtocolError(ErrorCode.NAME_TAKEN, str(exc)) from None
                 except Exception as exc:
                     self.rooms.discard(room)
                     await self.hub.leave_room(self.connection, room)
@@ -128,34 +199,60 @@ class RoomSession:
                 self.reply(protocol.HistoryPage(room=room, messages=messages))
             case protocol.Ping(ref=ref):
                 self.reply(protocol.Pong(ref=ref))
+            case protocol.Refresh(token=token):
+                try:
+                    fresh = self.auth.verify(token)
+                except AuthError as exc:
+                    raise ProtocolError(ErrorCode(exc.code), exc.message) from None
+                if fresh.user != identity.user:
+                    raise ProtocolError(ErrorCode.UNAUTHORIZED, "a refresh is for the same user")
+                self.adopt(fresh)
+            case protocol.Hello():
+                raise ProtocolError(ErrorCode.BAD_FRAME, "hello comes first, and only once")
 
     def require_member(self, room: str, ref: str | int | None) -> None:
         if room not in self.rooms:
             raise ProtocolError(ErrorCode.NOT_JOINED, f"not in room {room!r}; join first", ref)
 
     async def close(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
         for room in list(self.rooms):
             await self.hub.leave_room(self.connection, room)
         self.rooms.clear()
 
 
-def rooms_router(hub: Hub) -> APIRouter:
+def rooms_router(hub: Hub, auth: Authenticator) -> APIRouter:
     """The ``/v1/ws`` endpoint."""
     router = APIRouter()
+    settings = hub.settings
+    allowed_origins = set(patterns(settings.allowed_origins))
 
     @router.websocket("/v1/ws")
     async def rooms(
-        websocket: WebSocket, name: Annotated[str | None, Query(max_length=32)] = None
+        websocket: WebSocket,
+        token: Annotated[str | None, Query(max_length=8192)] = None,
+        name: Annotated[str | None, Query(max_length=64)] = None,
     ) -> None:
+        cookie = websocket.cookies.get(settings.session_cookie)
+        if token is None and name is None and cookie is not None:
+            # A browser sends cookies to any page's WebSocket: only trusted pages may use
+            # them (cross-site WebSocket hijacking). Refused before the upgrade: HTTP 403.
+            if websocket.headers.get("origin") not in allowed_origins:
+                raise WebSocketException(CloseCode.POLICY_VIOLATION, "origin not allowed")
+            token = cookie
         connection = await hub.connect(websocket)
         if connection is None:
             return
-        if name is not None and not NAME.match(name):
-            connection.close(CloseCode.POLICY_VIOLATION, "invalid name")
-        session = RoomSession(hub, connection, name or f"guest-{secrets.token_hex(3)}")
+        session = RoomSession(hub, auth, connection)
+        texts = connection.texts()
         try:
-            async for text in connection.texts():
-                await session.handle(text)
+            if await session.authenticate(texts, token, name):
+                async for text in texts:
+                    await session.handle(text)
+            else:
+                async for _ in texts:  # wait for the close handshake to finish
+                    pass
         finally:
             await session.close()
             await hub.disconnect(connection)

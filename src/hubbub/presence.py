@@ -1,0 +1,201 @@
+"""Who is in each room, across every process that shares the broker.
+
+Each process owns the entries of its own connections and tells the others through the
+broker: ``join``/``leave`` deltas on the room's presence channel, a ``snap`` (its whole
+member list for a room) whenever another process ``ask``s, and a ``beat`` on a common
+channel every ``interval`` seconds. A process that has not been heard from for three
+intervals (killed, partitioned) has its entries dropped by everyone, so its members
+leave within a bounded time without anyone saying goodbye. A user counts once per
+room however many connections (tabs) it has, and leaves with the last of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+import msgspec
+
+logger = logging.getLogger("hubbub.presence")
+
+PRESENCE_PREFIX = "presence:"
+NODES_CHANNEL = "presence:~nodes"  # "~" cannot appear in a room name
+
+Announce = Callable[[str, list[str], list[str]], None]
+"""``announce(room, joined_names, left_names)``: tell the room's local members."""
+
+
+class Event(msgspec.Struct, omit_defaults=True):
+    """One presence message between processes."""
+
+    kind: str  # join | leave | snap | ask | beat
+    node: str
+    room: str = ""
+    user: str = ""
+    name: str = ""
+    members: dict[str, str] = {}
+
+
+class Local:
+    """A user of this process in one room, and how many connections it has there."""
+
+    __slots__ = ("connections", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.connections = 0
+
+
+class Presence:
+    """This process's view of every room's members (see the module doc)."""
+
+    def __init__(
+        self,
+        node: str,
+        publish: Callable[[str, bytes], Awaitable[None]],
+        announce: Announce,
+        interval: float,
+    ) -> None:
+        self.node = node
+        self.interval = interval
+        self.ttl = 3 * interval
+        self._publish = publish
+        self._announce = announce
+        self.local: dict[str, dict[str, Local]] = {}  # room -> user -> name, connections
+        self.remote: dict[str, dict[str, dict[str, str]]] = {}  # room -> node -> user -> name
+        self.seen: dict[str, float] = {}  # node -> when last heard
+        self._encode = msgspec.json.Encoder().encode
+        self._decoder = msgspec.json.Decoder(Event)
+
+    # -- queries -----------------------------------------------------------------------
+
+    def members(self, room: str) -> dict[str, str]:
+        """Every user in ``room`` on any live process: user id → display name."""
+        found = {user: entry.name for user, entry in self.local.get(room, {}).items()}
+        deadline = time.monotonic() - self.ttl
+        for node, users in self.remote.get(room, {}).items():
+            if self.seen.get(node, 0.0) >= deadline:
+                found.update(users)
+        return found
+
+    def name_taken(self, room: str, name: str, user: str) -> bool:
+        """Whether another user in ``room`` goes by ``name`` right now."""
+        return any(n == name and u != user for u, n in self.members(room).items())
+
+    # -- this process's members -------------------------------------------------------
+
+    async def add(self, room: str, user: str, name: str) -> None:
+        """One more connection of ``user`` in ``room``."""
+        before = self.members(room)
+        entry = self.local.setdefault(room, {}).setdefault(user, Local(name))
+        entry.connections += 1
+        if entry.connections == 1:
+            await self._send(Event("join", self.node, room, user, name))
+        if user not in before:
+            self._announce(room, [name], [])
+
+    async def remove(self, room: str, user: str) -> None:
+        """One connection fewer of ``user`` in ``room``."""
+        users = self.local.get(room, {})
+        entry = users.get(user)
+        if entry is None:
+            return
+        entry.connections -= 1
+        if entry.connections > 0:
+            return
+        del users[user]
+        if not users:
+            del self.local[room]
+        await self._send(Event("leave", self.node, room, user))
+        if user not in self.members(room):
+            self._announce(room, [], [entry.name])
+
+    async def opened(self, room: str) -> None:
+        """This process now serves ``room``: ask the others who is there."""
+        await self._send(Event("ask", self.node, room))
+
+    def closed(self, room: str) -> None:
+        """This process no longer serves ``room``: forget the others' entries."""
+        self.remote.pop(room, None)
+
+    async def resync(self) -> None:
+        """After a broker outage: tell our members again, and ask for everyone else's."""
+        for room in list(self.local):
+            await self._send(self._snapshot(room))
+        for room in set(self.local) | set(self.remote):
+            await self._send(Event("ask", self.node, room))
+
+    # -- the others --------------------------------------------------------------------
+
+    def on_message(self, payload: bytes, spawn: Callable[[Awaitable[None]], None]) -> None:
+        """A presence message from another process."""
+        try:
+            event = self._decoder.decode(payload)
+        except msgspec.DecodeError:
+            logger.warning("dropped an undecodable presence message")
+            return
+        self.seen[event.node] = time.monotonic()
+        if event.kind == "beat":
+            return
+        room = event.room
+        if event.kind == "ask":
+            if room in self.local:
+                spawn(self._send(self._snapshot(room)))
+            return
+        before = self.members(room)
+        nodes = self.remote.setdefault(room, {})
+        if event.kind == "join":
+            nodes.setdefault(event.node, {})[event.user] = event.name
+        elif event.kind == "leave":
+            nodes.get(event.node, {}).pop(event.user, None)
+        elif event.kind == "snap":
+            nodes[event.node] = dict(event.members)
+        self._tell(room, before)
+
+    async def run(self) -> None:
+        """Heartbeat and reaper; runs until cancelled."""
+        while True:
+            await self._send(Event("beat", self.node), NODES_CHANNEL)
+            self.reap()
+            await asyncio.sleep(self.interval)
+
+    def reap(self) -> None:
+        """Drop the entries of processes not heard from for three intervals."""
+        deadline = time.monotonic() - self.ttl
+        dead = {node for node, when in self.seen.items() if when < deadline}
+        if not dead:
+            return
+        for node in dead:
+            del self.seen[node]
+        for room, nodes in list(self.remote.items()):
+            if dead & nodes.keys():
+                before = self.members_including(room, dead)
+                for node in dead:
+                    nodes.pop(node, None)
+                self._tell(room, before)
+        logger.info("presence: dropped %d silent process(es)", len(dead))
+
+    def members_including(self, room: str, nodes: set[str]) -> dict[str, str]:
+        """``members(room)`` as it was while ``nodes`` were still alive."""
+        found = self.members(room)
+        for node in nodes:
+            found.update(self.remote.get(room, {}).get(node, {}))
+        return found
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _tell(self, room: str, before: dict[str, str]) -> None:
+        after = self.members(room)
+        joined = [after[u] for u in after.keys() - before.keys()]
+        left = [before[u] for u in before.keys() - after.keys()]
+        if joined or left:
+            self._announce(room, sorted(joined), sorted(left))
+
+    def _snapshot(self, room: str) -> Event:
+        users = self.local.get(room, {})
+        return Event("snap", self.node, room, members={u: e.name for u, e in users.items()})
+
+    async def _send(self, event: Event, channel: str | None = None) -> None:
+        await self._publish(channel or PRESENCE_PREFIX + event.room, self._encode(event))
