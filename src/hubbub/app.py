@@ -14,6 +14,7 @@ from hubbub.auth import Authenticator
 from hubbub.brokers import broker_from_url
 from hubbub.config import Settings
 from hubbub.hub import Hub
+from hubbub.routes.api import api_router
 from hubbub.routes.rooms import rooms_router
 from hubbub.routes.seed import seed_router
 from hubbub.stores import Retention, store_from_url
@@ -50,6 +51,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.include_router(seed_router(hub))
     app.include_router(rooms_router(hub, Authenticator(settings)))
+    app.include_router(api_router(hub))
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

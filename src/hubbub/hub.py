@@ -21,7 +21,7 @@ from hubbub.config import Settings
 from hubbub.connection import Connection
 from hubbub.errors import CloseCode
 from hubbub.frames import OutFrame
-from hubbub.presence import NODES_CHANNEL, PRESENCE_PREFIX, Presence
+from hubbub.presence import PRESENCE_CHANNEL, Presence
 from hubbub.protocol import Message
 from hubbub.rooms import RoomFeed
 from hubbub.stores import Store
@@ -79,8 +79,9 @@ class Hub:
         """Open the store and connect the broker."""
         await self.store.start()
         await self.broker.start()
-        await self._subscribe(NODES_CHANNEL)
+        await self._subscribe(PRESENCE_CHANNEL)
         await self._subscribe(CONTROL_CHANNEL)
+        await self.presence.resync()
         self._spawn(self.presence.run())
 
     async def stop(self) -> None:
@@ -206,7 +207,7 @@ class Hub:
         if channel.startswith(ROOM_PREFIX):
             self._deliver_to_room(channel[len(ROOM_PREFIX) :], payload)
             return
-        if channel.startswith(PRESENCE_PREFIX):
+        if channel == PRESENCE_CHANNEL:
             self.presence.on_message(payload, self._spawn)
             return
         if channel == CONTROL_CHANNEL:
@@ -270,9 +271,7 @@ class Hub:
     async def _close_feed(self, room: str) -> None:
         del self._feeds[room]
         self._opening.pop(room, None)
-        self.presence.closed(room)
         await self._unsubscribe(ROOM_PREFIX + room)
-        await self._unsubscribe(PRESENCE_PREFIX + room)
 
     def is_member(self, connection: Connection, room: str) -> bool:
         """Whether ``connection`` has joined ``room``."""
@@ -303,8 +302,6 @@ class Hub:
             try:
                 # Subscribe first, then read where the room stands: nothing falls between.
                 await self._subscribe(ROOM_PREFIX + room)
-                await self._subscribe(PRESENCE_PREFIX + room)
-                await self.presence.opened(room)
                 last = await self.store.last_seq(room)
             except BaseException as exc:
                 del self._opening[room]

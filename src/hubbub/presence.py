@@ -1,12 +1,14 @@
 """Who is in each room, across every process that shares the broker.
 
-Each process owns the entries of its own connections and tells the others through the
-broker: ``join``/``leave`` deltas on the room's presence channel, a ``snap`` (its whole
-member list for a room) whenever another process ``ask``s, and a ``beat`` on a common
-channel every ``interval`` seconds. A process that has not been heard from for three
-intervals (killed, partitioned) has its entries dropped by everyone, so its members
-leave within a bounded time without anyone saying goodbye. A user counts once per
-room however many connections (tabs) it has, and leaves with the last of them.
+Each process owns the entries of its own connections and tells the others on one
+broker channel: ``join``/``leave`` deltas, a ``snap`` (its member list of a room)
+whenever another process ``ask``s (at its start, and after a broker outage), and a
+``beat`` every ``interval`` seconds. Every process thus knows every room's members,
+so any of them can answer who is where (the HTTP API asks any process). A process
+not heard from for three intervals (killed, partitioned) has its entries dropped by
+everyone, so its members leave within a bounded time without anyone saying goodbye.
+A user counts once per room however many connections (tabs) it has, and leaves with
+the last of them.
 """
 
 from __future__ import annotations
@@ -20,8 +22,7 @@ import msgspec
 
 logger = logging.getLogger("hubbub.presence")
 
-PRESENCE_PREFIX = "presence:"
-NODES_CHANNEL = "presence:~nodes"  # "~" cannot appear in a room name
+PRESENCE_CHANNEL = "presence:~"  # "~" cannot appear in a room name
 
 Announce = Callable[[str, list[str], list[str]], None]
 """``announce(room, joined_names, left_names)``: tell the room's local members."""
@@ -112,20 +113,12 @@ class Presence:
         if user not in self.members(room):
             self._announce(room, [], [entry.name])
 
-    async def opened(self, room: str) -> None:
-        """This process now serves ``room``: ask the others who is there."""
-        await self._send(Event("ask", self.node, room))
-
-    def closed(self, room: str) -> None:
-        """This process no longer serves ``room``: forget the others' entries."""
-        self.remote.pop(room, None)
-
     async def resync(self) -> None:
-        """After a broker outage: tell our members again, and ask for everyone else's."""
+        """At start and after a broker outage: tell our members again, and ask every
+        other process for theirs."""
         for room in list(self.local):
             await self._send(self._snapshot(room))
-        for room in set(self.local) | set(self.remote):
-            await self._send(Event("ask", self.node, room))
+        await self._send(Event("ask", self.node))
 
     # -- the others --------------------------------------------------------------------
 
@@ -141,8 +134,8 @@ class Presence:
             return
         room = event.room
         if event.kind == "ask":
-            if room in self.local:
-                spawn(self._send(self._snapshot(room)))
+            for asked in list(self.local) if not room else [room] if room in self.local else []:
+                spawn(self._send(self._snapshot(asked)))
             return
         before = self.members(room)
         nodes = self.remote.setdefault(room, {})
@@ -157,7 +150,7 @@ class Presence:
     async def run(self) -> None:
         """Heartbeat and reaper; runs until cancelled."""
         while True:
-            await self._send(Event("beat", self.node), NODES_CHANNEL)
+            await self._send(Event("beat", self.node))
             self.reap()
             await asyncio.sleep(self.interval)
 
@@ -197,5 +190,5 @@ class Presence:
         users = self.local.get(room, {})
         return Event("snap", self.node, room, members={u: e.name for u, e in users.items()})
 
-    async def _send(self, event: Event, channel: str | None = None) -> None:
-        await self._publish(channel or PRESENCE_PREFIX + event.room, self._encode(event))
+    async def _send(self, event: Event) -> None:
+        await self._publish(PRESENCE_CHANNEL, self._encode(event))
