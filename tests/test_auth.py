@@ -130,8 +130,8 @@ def test_guests_default_on_without_tokens_and_off_with_them() -> None:
     embedded = Authenticator(Settings())
     assert embedded.guests and not embedded.tokens
     guest = embedded.guest("Ann Lee")
-    assert guest.guest and guest.user.startswith("guest:") and guest.can_write("anything")
-    assert embedded.guest("Ann Lee").user != guest.user  # each guest connection is its own
+    assert guest.guest and guest.user == "guest:Ann Lee" and guest.can_write("anything")
+    assert embedded.guest("Ann Lee") == guest  # a guest is its name: reconnects resume
     with pytest.raises(AuthError):
         embedded.verify(token({}))
     secured = Authenticator(Settings(jwt_secret=SECRET))

@@ -130,21 +130,28 @@ async def test_guests_are_off_when_tokens_are_configured(secured: ServerProcess)
 
 
 async def test_guest_rules_and_unique_names(start_server: Callable[..., ServerProcess]) -> None:
-    server = start_server("--guest-rooms", "public-*")
+    server = start_server("--jwt-secret", SECRET, "--guests", "true", "--guest-rooms", "public-*")
     ann = await RoomClient.open(server.ws(""), "Ann")
     assert (await ann.next_of("welcome"))["guest"] is True
     await ann.join("public-1")
     mark = len(ann.frames)
     await ann.send(type="join", room="private")
     assert (await ann.next_of("error", mark))["code"] == "forbidden"
-    other_ann = await RoomClient.open(server.ws(""), "Ann")
-    mark = len(other_ann.frames)
-    await other_ann.send(type="join", room="public-1")
-    assert (await other_ann.next_of("error", mark))["code"] == "name_taken"
-    await other_ann.join("public-2")  # unique per room, not everywhere
+    # The same guest name again (a second tab, a reconnection) is the same guest.
+    tab = await RoomClient.open(server.ws(""), "Ann")
+    assert (await tab.join("public-1"))["members"] == ["Ann"]
+    # A user with a token and the same display name is someone else: refused in that room.
+    impostor = await RoomClient.open(
+        server.ws(""), query=f"token={token('ann', rooms=['public-*'])}"
+    )
+    mark = len(impostor.frames)
+    await impostor.send(type="join", room="public-1")
+    assert (await impostor.next_of("error", mark))["code"] == "name_taken"
+    await impostor.join("public-2")  # unique per room, not everywhere
     await ann.close()
-    await other_ann.join("public-1")  # free again once the first Ann left
-    await other_ann.close()
+    await tab.close()
+    await impostor.join("public-1")  # free again once the guest has left
+    await impostor.close()
 
 
 async def test_cookie_upgrades_must_come_from_an_allowed_origin(secured: ServerProcess) -> None:

@@ -7,17 +7,20 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
 
 from hubbub.auth import Authenticator
 from hubbub.brokers import broker_from_url
 from hubbub.config import Settings
 from hubbub.hub import Hub
+from hubbub.metrics import Metrics
 from hubbub.routes.api import api_router
 from hubbub.routes.rooms import rooms_router
 from hubbub.routes.seed import seed_router
+from hubbub.routes.web import web_router
 from hubbub.stores import Retention, store_from_url
+from hubbub.stores.timed import TimedStore
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -36,7 +39,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             max_age_seconds=settings.history_max_age,
         ),
     )
-    hub = Hub(settings, broker, store)
+    metrics = Metrics()
+    hub = Hub(settings, broker, TimedStore(store, metrics), metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -45,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await hub.stop()
+            metrics.process_exited()
 
     app = FastAPI(title="Hubbub", version="0.1.0", lifespan=lifespan)
     app.state.hub = hub
@@ -52,11 +57,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(seed_router(hub))
     app.include_router(rooms_router(hub, Authenticator(settings)))
     app.include_router(api_router(hub))
+    app.include_router(web_router())
 
     @app.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
         """The process is alive and serving HTTP."""
         return {"status": "ok"}
+
+    @app.get("/metrics", tags=["health"])
+    def metrics_endpoint(request: Request) -> Response:
+        """Prometheus metrics (text exposition format; OpenMetrics if asked for). A plain
+        ``def``: with several workers it reads their files, off the event loop."""
+        body, content_type = metrics.render(request.headers.get("accept", ""))
+        return Response(body, media_type=content_type)
 
     @app.get("/readyz", tags=["health"])
     async def readyz() -> JSONResponse:

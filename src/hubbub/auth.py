@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import fnmatch
 import re
-import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,11 +133,17 @@ class Authenticator:
         )
 
     def guest(self, name: str) -> Identity:
-        """A guest called ``name`` (each guest connection is its own user)."""
+        """The guest called ``name``.
+
+        A guest is its name: a reconnecting guest (or a second tab) is the same user, so
+        resuming never collides with the guest's own stale presence. Guests are not
+        authenticated, so two people who pick the same guest name share one identity;
+        a name held by a token user in a room is refused (``name_taken``).
+        """
         if not self.guests:
             raise AuthError("unauthorized", "guests are not allowed here; send a token")
         return Identity(
-            user=f"guest:{secrets.token_hex(6)}",
+            user=f"guest:{valid_name(name)}",
             name=valid_name(name),
             read=self.guest_rooms,
             write=self.guest_rooms,

@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import types
 import typing
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from hubbub.auth import Authenticator, parse_ttl
 from hubbub.brokers import broker_from_url
 from hubbub.config import Settings
 from hubbub.errors import ConfigurationError
+from hubbub.metrics import MULTIPROC_DIR
 from hubbub.server import ServerConfig
 from hubbub.stores import store_from_url
 
@@ -123,7 +125,14 @@ def serve(settings: Settings) -> int:
     # Workers are spawned processes: they rebuild the same settings from the environment.
     os.environ.update(settings.to_env())
     config = ServerConfig("hubbub.app:create_app_from_env", settings, factory=True)
-    Multiprocess(config, sockets=[config.bind_socket()]).run()
+    # Each worker keeps its metrics in files here; /metrics, answered by any one of them,
+    # adds them all up. Fresh for every run, so no old run's counts leak in.
+    with tempfile.TemporaryDirectory(prefix="hubbub-metrics-") as metrics_dir:
+        os.environ[MULTIPROC_DIR] = metrics_dir
+        try:
+            Multiprocess(config, sockets=[config.bind_socket()]).run()
+        finally:
+            del os.environ[MULTIPROC_DIR]
     return 0
 
 

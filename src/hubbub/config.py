@@ -8,6 +8,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+LogFormat = Literal["text", "json"]
 
 
 class Settings(BaseSettings):
@@ -23,6 +24,9 @@ class Settings(BaseSettings):
         description="Cross-process fan-out: memory://, redis://, rediss://, postgresql://, nats://",
     )
     log_level: LogLevel = Field("info", description="Logging threshold.")
+    log_format: LogFormat = Field(
+        "text", description="Log lines as text, or as one JSON object per line."
+    )
     broker_buffer_messages: int = Field(
         10_000, ge=1, description="Publishes kept while the broker is unreachable."
     )
@@ -130,5 +134,9 @@ class Settings(BaseSettings):
         return value
 
     def to_env(self) -> dict[str, str]:
-        """These settings as ``HUBBUB_*`` variables, so that worker processes rebuild them."""
-        return {f"HUBBUB_{name.upper()}": str(value) for name, value in self.model_dump().items()}
+        """These settings as ``HUBBUB_*`` variables, so that worker processes rebuild them
+        (unset optional ones are left out: ``"None"`` would not read back as None)."""
+        return {
+            f"HUBBUB_{name.upper()}": str(value)
+            for name, value in self.model_dump(exclude_none=True).items()
+        }

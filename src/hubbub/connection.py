@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from typing import Protocol
@@ -26,6 +27,7 @@ from starlette.websockets import WebSocket
 
 from hubbub.errors import CloseCode
 from hubbub.frames import OutFrame
+from hubbub.metrics import Metrics
 
 logger = logging.getLogger("hubbub.connection")
 
@@ -34,6 +36,9 @@ DIRECT_EXTENSION = "hubbub.direct"
 
 class DirectChannel(Protocol):
     """What Hubbub's uvicorn WebSocket protocol offers a connection (see ``server.py``)."""
+
+    conn_id: str
+    """The id of the connection on this channel, for the channel's own log lines."""
 
     def is_writable(self) -> bool:
         """True while the transport's buffer is below its high-water mark."""
@@ -75,6 +80,7 @@ class Connection:
         "_drained",
         "_max_bytes",
         "_max_messages",
+        "_metrics",
         "_on_slow",
         "_outbox",
         "_queued_bytes",
@@ -82,13 +88,22 @@ class Connection:
         "_writer",
         "close_code",
         "close_timeout",
+        "id",
+        "outbox_peak",
         "websocket",
     )
 
     def __init__(
-        self, websocket: WebSocket, limits: Limits, on_slow: Callable[[Connection], None]
+        self,
+        websocket: WebSocket,
+        limits: Limits,
+        on_slow: Callable[[Connection], None],
+        metrics: Metrics | None = None,
     ) -> None:
         self.websocket = websocket
+        self.id = secrets.token_hex(4)  # "conn" in log lines
+        self._metrics = metrics
+        self.outbox_peak = 0  # most frames ever waiting in the outbox (for the metrics)
         self.close_code: int | None = None
         self.close_timeout = limits.close_timeout
         self._max_bytes = limits.outbox_max_bytes
@@ -110,6 +125,7 @@ class Connection:
         """Complete the handshake and start draining the outbox."""
         await self.websocket.accept()
         if self._direct is not None:
+            self._direct.conn_id = self.id
             self._direct.on_writable(self._drain)
         else:
             self._wakeup = asyncio.Event()
@@ -141,7 +157,11 @@ class Connection:
     # -- outgoing --------------------------------------------------------------
 
     def send(self, frame: OutFrame) -> None:
-        """Queue ``frame`` for this client; never blocks. Overflow closes the client."""
+        """Queue ``frame`` for this client; never blocks. Overflow closes the client.
+
+        Not counted in the metrics: fan-out counts a whole broadcast at once
+        (``Metrics.sent``); a frame for this client alone goes through :meth:`send_one`.
+        """
         if self._closing:
             return
         outbox = self._outbox
@@ -151,10 +171,13 @@ class Connection:
             return
         size = frame.size
         if len(outbox) >= self._max_messages or self._queued_bytes + size > self._max_bytes:
+            # The peak counts the frame that did not fit: a slow consumer tops the limit.
+            self.outbox_peak = max(self.outbox_peak, len(outbox) + 1)
             self._slow_consumer()
             return
         outbox.append(frame)
         self._queued_bytes += size
+        self.outbox_peak = max(self.outbox_peak, len(outbox))
         if self._wakeup is not None:
             self._wakeup.set()
 
@@ -176,9 +199,15 @@ class Connection:
         if self._drained is not None and (self._closing or not self._over_half()):
             self._drained.set()
 
+    def send_one(self, frame: OutFrame) -> None:
+        """Queue ``frame`` for this client alone, and count it in the metrics."""
+        if self._metrics is not None:
+            self._metrics.sent(1, frame.size)
+        self.send(frame)
+
     def send_text(self, text: str) -> None:
-        """Queue one text message for this client only."""
-        self.send(OutFrame.from_text(text))
+        """Queue one text message for this client only (counted)."""
+        self.send_one(OutFrame.from_text(text))
 
     def _drain(self) -> None:
         # Direct path: the transport became writable again; refill it until it pauses.
@@ -237,7 +266,12 @@ class Connection:
             await asyncio.wait_for(self.websocket.close(code, reason), self.close_timeout)
         except TimeoutError:
             # Another ASGI server offers no way to abort; it will reap the socket.
-            logger.info("close frame not written within %.1fs", self.close_timeout)
+            logger.info(
+                "conn %s: close frame not written within %.1fs",
+                self.id,
+                self.close_timeout,
+                extra={"conn": self.id},
+            )
         except Exception:  # already disconnected
             logger.debug("close after disconnect", exc_info=True)
 
@@ -246,9 +280,12 @@ class Connection:
     async def texts(self) -> AsyncIterator[str]:
         """Yield each text message until the peer is gone. A binary frame closes 1003."""
         receive = self.websocket.receive
+        count_in = self._metrics.frames_in.inc if self._metrics is not None else None
         while True:
             message = await receive()
             if message["type"] == "websocket.receive":
+                if count_in is not None:
+                    count_in()
                 text = message.get("text")
                 if text is None:
                     self.close(CloseCode.UNSUPPORTED_DATA, "text frames only")

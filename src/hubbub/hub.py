@@ -21,6 +21,7 @@ from hubbub.config import Settings
 from hubbub.connection import Connection
 from hubbub.errors import CloseCode
 from hubbub.frames import OutFrame
+from hubbub.metrics import Metrics
 from hubbub.presence import PRESENCE_CHANNEL, Presence
 from hubbub.protocol import Message
 from hubbub.rooms import RoomFeed
@@ -50,11 +51,14 @@ class HubStats:
 class Hub:
     """Local connections and channel membership; the only place fan-out happens."""
 
-    def __init__(self, settings: Settings, broker: Broker, store: Store) -> None:
+    def __init__(
+        self, settings: Settings, broker: Broker, store: Store, metrics: Metrics | None = None
+    ) -> None:
         self.settings = settings
         self.broker = broker
         self.store = store
         self.stats = HubStats()
+        self.metrics = metrics or Metrics()
         self.connections: set[Connection] = set()
         self._members: dict[str, set[Connection]] = {}
         # One broker subscription per channel, shared by concurrent first joiners.
@@ -71,6 +75,7 @@ class Hub:
             settings.presence_interval,
         )
         broker.set_delivery(self._deliver)
+        broker.set_metrics(self.metrics)
         broker.set_on_reconnect(self._resync_rooms)
 
     # -- lifecycle -------------------------------------------------------------
@@ -106,13 +111,15 @@ class Hub:
 
     async def connect(self, websocket: WebSocket) -> Connection | None:
         """Accept ``websocket`` as a connection, or refuse it (1013) past the limit."""
-        connection = Connection(websocket, self.settings, self._on_slow_consumer)
+        connection = Connection(websocket, self.settings, self._on_slow_consumer, self.metrics)
         await connection.accept()
+        self.metrics.opened()
         if self._shutting_down or len(self.connections) >= self.settings.max_connections:
             self.stats.connections_refused += 1
             connection.close(CloseCode.TRY_AGAIN_LATER, "server busy, try again later")
             async for _ in connection.texts():
                 pass
+            self.metrics.closed(connection.close_code, connection.outbox_peak)
             await connection.finish()
             return None
         self.connections.add(connection)
@@ -121,7 +128,9 @@ class Hub:
 
     async def disconnect(self, connection: Connection) -> None:
         """Forget ``connection`` everywhere and release it."""
-        self.connections.discard(connection)
+        if connection in self.connections:
+            self.connections.remove(connection)
+            self.metrics.closed(connection.close_code, connection.outbox_peak)
         for user, connections in list(self._users.items()):
             connections.discard(connection)
             if not connections:
@@ -134,14 +143,21 @@ class Hub:
 
     def _on_slow_consumer(self, connection: Connection) -> None:
         self.stats.slow_consumers += 1
+        self.metrics.slow_consumers.inc()
         frames, size = connection.queued
         client = connection.websocket.client
+        extra = {"conn": connection.id}
+        user = next((u for u, conns in self._users.items() if connection in conns), None)
+        if user is not None:
+            extra["user"] = user
         logger.warning(
-            "closing slow consumer %s:%s (%d frames, %d bytes queued)",
+            "closing slow consumer conn %s %s:%s (%d frames, %d bytes queued)",
+            connection.id,
             client.host if client else "?",
             client.port if client else "?",
             frames,
             size,
+            extra=extra,
         )
 
     # -- broker subscriptions ------------------------------------------------------
@@ -199,6 +215,7 @@ class Hub:
         carries it to the other processes.
         """
         self.stats.published += 1
+        self.metrics.messages_published.inc()
         payload = text.encode()
         self._deliver(channel, payload)
         await self.broker.publish(channel, payload)
@@ -220,7 +237,9 @@ class Hub:
         # Connection.send never changes membership, so the set is safe to iterate.
         for connection in members:
             connection.send(frame)
-        self.stats.delivered += len(members)
+        count = len(members)
+        self.stats.delivered += count
+        self.metrics.sent(count, count * frame.size)  # once per broadcast, not per member
 
     # -- rooms (the /v1/ws protocol) -----------------------------------------------
 
@@ -283,6 +302,7 @@ class Hub:
         message = await self.store.append(room, sender, text, protocol.timestamp())
         payload = protocol.encode(message)
         self.stats.published += 1
+        self.metrics.messages_published.inc()
         feed = self._feeds.get(room)
         if feed is not None:
             feed.on_message(message, OutFrame(payload))
@@ -308,7 +328,7 @@ class Hub:
                 pending.set_exception(exc)
                 pending.exception()
                 raise
-            feed = RoomFeed(room, self.store, last, self._spawn)
+            feed = RoomFeed(room, self.store, last, self._spawn, self.metrics)
             self._feeds[room] = feed
             pending.set_result(feed)
         return await asyncio.shield(pending)
@@ -320,7 +340,9 @@ class Hub:
         try:
             message = protocol.decode_message(payload)
         except Exception:
-            logger.warning("room %s: dropped an undecodable broker message", room)
+            logger.warning(
+                "room %s: dropped an undecodable broker message", room, extra={"room": room}
+            )
             return
         feed.on_message(message, OutFrame(payload))
 
@@ -338,6 +360,7 @@ class Hub:
         frame = OutFrame(protocol.encode(protocol.Presence(room=room, joined=joined, left=left)))
         for member in feed.members.values():
             member.connection.send(frame)
+        self.metrics.sent(len(feed.members), len(feed.members) * frame.size)
 
     # -- users ----------------------------------------------------------------------
 

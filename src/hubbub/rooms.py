@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from hubbub import protocol
 from hubbub.connection import Connection
 from hubbub.frames import OutFrame
+from hubbub.metrics import Metrics
 from hubbub.protocol import Message
 from hubbub.stores import Store
 
@@ -47,16 +48,22 @@ class Member:
             self.held.append((seq, frame))
         elif seq > self.delivered:
             self.delivered = seq
-            self.connection.send(frame)
+            self.connection.send(frame)  # counted by the feed, once per message
 
 
 class RoomFeed:
     """This node's members of one room, fed in ``seq`` order (see the module doc)."""
 
     def __init__(
-        self, name: str, store: Store, delivered: int, spawn: Callable[[Awaitable[None]], None]
+        self,
+        name: str,
+        store: Store,
+        delivered: int,
+        spawn: Callable[[Awaitable[None]], None],
+        metrics: Metrics | None = None,
     ) -> None:
         self.name = name
+        self.metrics = metrics
         self.store = store
         self.delivered = delivered  # the last seq handed to the members
         self.members: dict[Connection, Member] = {}
@@ -72,7 +79,7 @@ class RoomFeed:
         if seq <= self.delivered or seq in self._ahead:
             return  # delivered already, or already waiting
         if seq == self.delivered + 1 and not self._filling:
-            self._hand_out(seq, frame or OutFrame(protocol.encode(message)))
+            self._hand_out(message, frame or OutFrame(protocol.encode(message)))
             self._release_ahead()
             return
         self._ahead[seq] = (message, frame)
@@ -86,15 +93,23 @@ class RoomFeed:
             self._filling = True
             self._spawn(self._fill_gaps(to_the_end=True))
 
-    def _hand_out(self, seq: int, frame: OutFrame) -> None:
-        self.delivered = seq
-        for member in self.members.values():
+    def _hand_out(self, message: Message, frame: OutFrame) -> None:
+        seq = self.delivered = message.seq
+        members = self.members
+        for member in members.values():
             member.offer(seq, frame)
+        if self.metrics is not None:  # once per message, never per member
+            self.metrics.sent(len(members), len(members) * frame.size)
+            self.metrics.delivered(message.ts)
 
     def _skip_to(self, seq: int) -> None:
         # Only retention removes stored messages; what it removed cannot be delivered.
         logger.warning(
-            "room %s: seq %d..%d no longer stored; skipped", self.name, self.delivered + 1, seq
+            "room %s: seq %d..%d no longer stored; skipped",
+            self.name,
+            self.delivered + 1,
+            seq,
+            extra={"room": self.name},
         )
         self.delivered = seq
 
@@ -107,7 +122,7 @@ class RoomFeed:
                 return
             message, frame = ahead.pop(lowest)
             if lowest == self.delivered + 1:
-                self._hand_out(lowest, frame or OutFrame(protocol.encode(message)))
+                self._hand_out(message, frame or OutFrame(protocol.encode(message)))
 
     async def _fill_gaps(self, to_the_end: bool = False) -> None:
         try:
@@ -122,13 +137,15 @@ class RoomFeed:
                 for message in rows:
                     if message.seq > self.delivered + 1:
                         self._skip_to(message.seq - 1)
-                    self._hand_out(message.seq, OutFrame(protocol.encode(message)))
+                    self._hand_out(message, OutFrame(protocol.encode(message)))
                 if target is None:
                     to_the_end = len(rows) == BACKLOG_PAGE
                 elif not rows:
                     self._skip_to(target - 1)
         except Exception:
-            logger.exception("room %s: filling a gap from the store failed", self.name)
+            logger.exception(
+                "room %s: filling a gap from the store failed", self.name, extra={"room": self.name}
+            )
         finally:
             self._filling = False
             if self._ahead:  # what arrived after a failure waits for the next fill
@@ -155,9 +172,14 @@ class RoomFeed:
         try:
             while True:
                 rows = await self.store.read(self.name, after=member.delivered, limit=BACKLOG_PAGE)
+                size = 0
                 for message in rows:
-                    connection.send(OutFrame(protocol.encode(message)))
+                    frame = OutFrame(protocol.encode(message))
+                    connection.send(frame)
+                    size += frame.size
                     member.delivered = message.seq
+                if self.metrics is not None:  # once per page
+                    self.metrics.sent(len(rows), size)
                 if len(rows) < BACKLOG_PAGE or connection.closing:
                     break
                 await connection.wait_for_room()

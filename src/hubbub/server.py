@@ -40,9 +40,13 @@ WS_PROTOCOL = "hubbub.server:HubbubWebSocketProtocol"
 HTTP_PROTOCOL = "hubbub.server:HubbubHttpProtocol"
 
 
-def logging_config(level: str) -> dict[str, Any]:
-    """uvicorn's logging configuration, with Hubbub's loggers on uvicorn's handler."""
+def logging_config(level: str, log_format: str = "text") -> dict[str, Any]:
+    """uvicorn's logging configuration, with Hubbub's loggers on uvicorn's handler; with
+    ``log_format="json"`` every line (uvicorn's too) is one JSON object."""
     config = copy.deepcopy(LOGGING_CONFIG)
+    if log_format == "json":
+        for name in config["formatters"]:
+            config["formatters"][name] = {"()": "hubbub.logs.JsonFormatter"}
     config["loggers"]["hubbub"] = {
         "handlers": ["default"],
         "level": level.upper(),
@@ -72,7 +76,7 @@ class ServerConfig(uvicorn.Config):
             ws_per_message_deflate=False,
             timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout + settings.close_timeout),
             access_log=False,
-            log_config=logging_config(settings.log_level),
+            log_config=logging_config(settings.log_level, settings.log_format),
             **kwargs,
         )
 
@@ -126,6 +130,7 @@ class HubbubWebSocketProtocol(WebSocketsSansIOProtocol):
         self.close_timeout = settings.close_timeout
         self._shutdown_timeout = settings.shutdown_timeout
         self._writable_callback: Callable[[], None] | None = None
+        self.conn_id = ""  # set by the Connection on this channel
 
     # -- DirectChannel ---------------------------------------------------------
 
@@ -183,7 +188,9 @@ class HubbubWebSocketProtocol(WebSocketsSansIOProtocol):
         try:
             text = data.decode()
         except UnicodeDecodeError:
-            logger.info("closing %s: text frame is not valid UTF-8", self._peer())
+            logger.info(
+                "closing %s: text frame is not valid UTF-8", self._peer(), extra=self._extra()
+            )
             self.close_now(CloseCode.INVALID_DATA, "invalid UTF-8")
             return
         self.queue.put_nowait({"type": "websocket.receive", "text": text})
@@ -192,7 +199,12 @@ class HubbubWebSocketProtocol(WebSocketsSansIOProtocol):
             self.transport.pause_reading()
 
     def keepalive_timeout(self) -> None:
-        logger.info("closing %s: no pong within %.1fs", self._peer(), self.ping_timeout or 0)
+        logger.info(
+            "closing %s: no pong within %.1fs",
+            self._peer(),
+            self.ping_timeout or 0,
+            extra=self._extra(),
+        )
         super().keepalive_timeout()
         # uvicorn closed gracefully; a peer that reads nothing would keep it open forever.
         self._arm_close_deadline(self.close_timeout)
@@ -221,10 +233,16 @@ class HubbubWebSocketProtocol(WebSocketsSansIOProtocol):
         if self.transport.is_closing() and self.transport.get_write_buffer_size() == 0:
             return
         if self.transport.get_write_buffer_size():
-            logger.info("aborting %s: close frame not delivered in time", self._peer())
+            logger.info(
+                "aborting %s: close frame not delivered in time", self._peer(), extra=self._extra()
+            )
             self.transport.abort()
         else:
             self.transport.close()
 
     def _peer(self) -> str:
-        return f"{self.client[0]}:{self.client[1]}" if self.client else "client"
+        peer = f"{self.client[0]}:{self.client[1]}" if self.client else "client"
+        return f"conn {self.conn_id} {peer}" if self.conn_id else peer
+
+    def _extra(self) -> dict[str, str]:
+        return {"conn": self.conn_id} if self.conn_id else {}

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from hubbub.brokers import Broker
+from hubbub.brokers.remote import RemoteBroker
 from hubbub.config import Settings
 from hubbub.frames import OutFrame
 from hubbub.hub import Hub
@@ -142,3 +143,29 @@ async def test_stop_leaves_no_task_behind(make_pair: MakePair) -> None:
     assert asyncio.all_tasks() - before == set()
     assert not a.ready or a.shared_across_processes is False
     gc.collect()  # unclosed sockets or transports would warn here (warnings are errors)
+
+
+async def test_a_batch_sent_again_is_not_delivered_twice(make_pair: MakePair) -> None:
+    a, b = await make_pair()
+    if not isinstance(a, RemoteBroker):
+        return  # the memory broker never re-sends
+    inbox = Inbox(b)
+    await b.subscribe("again")
+    original = a._send
+    failed = asyncio.Event()
+
+    async def send_then_fail(batch: list[tuple[str, bytes]]) -> None:
+        await original(batch)
+        if not failed.is_set():
+            failed.set()  # it got through, but the publisher believes it did not
+            raise ConnectionError("lost the answer")
+
+    a._send = send_then_fail  # type: ignore[method-assign]
+    for i in range(5):
+        await a.publish("again", str(i).encode())
+    await a.publish("again", b"after")
+    got = await inbox.take(6)
+    assert got == [("again", p) for p in [b"0", b"1", b"2", b"3", b"4", b"after"]]
+    await a.publish("again", b"sentinel")
+    assert await inbox.next() == ("again", b"sentinel")  # nothing repeated in between
+    assert a.stats.listener_errors == 1

@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 
 from hubbub.brokers.postgres import HEADER, NOTIFY_MAX_BYTES, TABLE, PostgresBroker, pg_channel
+from hubbub.brokers.remote import COUNTER_BYTES
 from tests.brokers.test_contract import TIMEOUT, Inbox
 from tests.services import service_url
 
@@ -62,7 +63,12 @@ async def make_brokers(url: str) -> AsyncIterator[Callable[[], Awaitable[Pair]]]
 
 
 async def stored_count(db: Any, payload: bytes) -> int:
-    count: int = await db.fetchval(f"SELECT count(*) FROM {TABLE} WHERE payload = $1", payload)
+    # A stored payload is the publisher's counter followed by the payload itself.
+    count: int = await db.fetchval(
+        f"SELECT count(*) FROM {TABLE} WHERE substring(payload from $2) = $1",
+        payload,
+        COUNTER_BYTES + 1,
+    )
     return count
 
 
@@ -73,7 +79,8 @@ async def test_what_a_notify_cannot_carry_goes_through_the_table(
     inbox = Inbox(b)
     await b.subscribe("t")
     token = secrets.token_hex(8).encode()  # unique: other runs may share the database
-    room = NOTIFY_MAX_BYTES - HEADER - len(token)  # what the server accepts inline, exactly
+    # What the server accepts inline, exactly (the counter travels with the payload).
+    room = NOTIFY_MAX_BYTES - HEADER - COUNTER_BYTES - len(token)
     inline = [b"small and UTF-8 " + token, token + b"m" * room]
     stored = [
         token + b"m" * (room + 1),

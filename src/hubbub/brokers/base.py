@@ -6,6 +6,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from hubbub.metrics import Metrics
+
 Delivery = Callable[[str, bytes], None]
 """Called with ``(channel, payload)`` for every message from another process."""
 
@@ -51,6 +53,7 @@ class Broker(ABC):
         self.stats = BrokerStats()
         self._deliver: Delivery | None = None
         self._on_reconnect: Callable[[], None] | None = None
+        self.metrics: Metrics | None = None
 
     def set_delivery(self, deliver: Delivery) -> None:
         """Register the one callback that receives every payload (the hub's)."""
@@ -60,6 +63,11 @@ class Broker(ABC):
         """Register what to call after a reconnection has re-subscribed every channel
         (the hub re-reads its rooms from the store: what was missed meanwhile is there)."""
         self._on_reconnect = callback
+
+    def set_metrics(self, metrics: Metrics) -> None:
+        """Report the connection state, reconnections and drops to ``metrics`` from now on."""
+        self.metrics = metrics
+        metrics.broker_connected.set(1 if self.ready else 0)
 
     @property
     def shared_across_processes(self) -> bool:

@@ -11,7 +11,8 @@ to a bounded buffer that is sent in order once the server is back.
 
 Every payload is prefixed with this process's node id, so that a process can drop its
 own messages when the server echoes them back (the hub has delivered those locally
-already).
+already), and with a counter, so that a batch sent again after a failure whose first
+attempt did get through is not delivered twice.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ from hubbub.brokers.base import Broker
 logger = logging.getLogger("hubbub.broker")
 
 NODE_ID_BYTES = 16
+# Between the node id and the payload; ASCII hex, so that text payloads stay text
+# (PostgreSQL's NOTIFY carries text, and NUL bytes not at all).
+COUNTER_BYTES = 16
 
 
 def redacted(url: str) -> str:
@@ -67,6 +71,8 @@ class RemoteBroker(Broker):
         self.resend_delay = 2 * backoff_max
         self._channels: set[str] = set()
         self._outgoing: deque[tuple[str, bytes]] = deque()
+        self._counter = 0
+        self._last_counter: dict[tuple[bytes, str], int] = {}
         self._outgoing_bytes = 0
         self._wakeup = asyncio.Event()
         self._attempted = asyncio.Event()
@@ -114,12 +120,20 @@ class RemoteBroker(Broker):
         return len(self._outgoing)
 
     def _received(self, channel: str, data: bytes) -> None:
-        """Hand a message from the server to the hub, unless this process sent it."""
-        if data[:NODE_ID_BYTES] == self.node or channel not in self._channels:
+        """Hand a message from the server to the hub, unless this process sent it or it
+        was delivered already."""
+        node = data[:NODE_ID_BYTES]
+        if node == self.node or channel not in self._channels:
             return
+        # One process's messages keep their order on a channel, so its counter grows.
+        counter = int(data[NODE_ID_BYTES : NODE_ID_BYTES + COUNTER_BYTES], 16)
+        key = (node, channel)
+        if counter <= self._last_counter.get(key, -1):
+            return
+        self._last_counter[key] = counter
         self.stats.received += 1
         if self._deliver is not None:
-            self._deliver(channel, data[NODE_ID_BYTES:])
+            self._deliver(channel, data[NODE_ID_BYTES + COUNTER_BYTES :])
 
     async def start(self) -> None:
         if self._supervisor is None:
@@ -150,12 +164,14 @@ class RemoteBroker(Broker):
                 logger.debug("%s: unsubscribe %r failed: %s", self._name, channel, exc)
 
     async def publish(self, channel: str, payload: bytes) -> None:
-        size = len(payload)
+        size = COUNTER_BYTES + len(payload)
         if (
             len(self._outgoing) >= self.buffer_messages
             or self._outgoing_bytes + size > self.buffer_bytes
         ):
             self.stats.dropped += 1
+            if self.metrics is not None:
+                self.metrics.broker_dropped.inc()
             if not self._dropping:
                 self._dropping = True
                 logger.warning(
@@ -166,7 +182,8 @@ class RemoteBroker(Broker):
                     self._outgoing_bytes,
                 )
             return
-        self._outgoing.append((channel, payload))
+        self._counter += 1
+        self._outgoing.append((channel, b"%016x" % self._counter + payload))
         self._outgoing_bytes += size
         self._wakeup.set()
 
@@ -193,11 +210,13 @@ class RemoteBroker(Broker):
                             _describe(exc),
                         )
                 else:
-                    self._connected = True
+                    self._set_connected(True)
                     reported_down = False
                     delay = self.backoff_initial
                     if ever_connected:
                         self.stats.reconnects += 1
+                        if self.metrics is not None:
+                            self.metrics.broker_reconnects.inc()
                         if self._on_reconnect is not None:
                             self._on_reconnect()
                         logger.warning(
@@ -223,14 +242,19 @@ class RemoteBroker(Broker):
                             "%s: connection lost (%s); reconnecting", self._name, _describe(exc)
                         )
                     finally:
-                        self._connected = False
+                        self._set_connected(False)
                 await self._disconnect()
                 self._attempted.set()
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, self.backoff_max)
         finally:
-            self._connected = False
+            self._set_connected(False)
             await self._disconnect()
+
+    def _set_connected(self, connected: bool) -> None:
+        self._connected = connected
+        if self.metrics is not None:
+            self.metrics.broker_connected.set(1 if connected else 0)
 
     async def _run_connected(self, resend_after: float) -> None:
         tasks = {

@@ -121,11 +121,13 @@ class RoomSession:
 
     def refuse(self, code: str, message: str) -> None:
         """Tell the client why, and close with 1008."""
-        self.connection.send(OutFrame(protocol.encode(protocol.Error(code=code, message=message))))
+        self.connection.send_one(
+            OutFrame(protocol.encode(protocol.Error(code=code, message=message)))
+        )
         self.connection.close(CloseCode.POLICY_VIOLATION, code)
 
     def reply(self, frame: protocol.ServerFrame) -> None:
-        self.connection.send(OutFrame(protocol.encode(frame)))
+        self.connection.send_one(OutFrame(protocol.encode(frame)))
 
     async def handle(self, raw: str) -> None:
         """Act on one incoming text frame; refusals become ``error`` frames."""
@@ -134,7 +136,7 @@ class RoomSession:
                 raise ProtocolError(ErrorCode.RATE_LIMITED, "too many frames; slow down")
             await self.dispatch(protocol.decode(raw))
         except ProtocolError as exc:
-            self.connection.send(OutFrame(protocol.error(exc)))
+            self.connection.send_one(OutFrame(protocol.error(exc)))
             if not self.errors.take():
                 self.connection.close(CloseCode.POLICY_VIOLATION, "too many refused frames")
 
@@ -155,7 +157,9 @@ class RoomSession:
                 try:
                     message = await self.hub.send_to_room(room, identity.name, text)
                 except Exception as exc:
-                    logger.warning("room %s: store append failed: %s", room, exc)
+                    logger.warning(
+                        "room %s: store append failed: %s", room, exc, extra=self.log_context(room)
+                    )
                     raise ProtocolError(
                         ErrorCode.UNAVAILABLE, "history store unavailable; not sent", ref
                     ) from None
@@ -186,7 +190,9 @@ class RoomSession:
                 except Exception as exc:
                     self.rooms.discard(room)
                     await self.hub.leave_room(self.connection, room)
-                    logger.warning("room %s: join failed: %s", room, exc)
+                    logger.warning(
+                        "room %s: join failed: %s", room, exc, extra=self.log_context(room)
+                    )
                     raise ProtocolError(ErrorCode.UNAVAILABLE, "room unavailable; retry") from None
             case protocol.Leave(room=room):
                 self.require_member(room, None)
@@ -209,6 +215,13 @@ class RoomSession:
                 self.adopt(fresh)
             case protocol.Hello():
                 raise ProtocolError(ErrorCode.BAD_FRAME, "hello comes first, and only once")
+
+    def log_context(self, room: str) -> dict[str, str]:
+        """``extra=`` for log lines about this connection in ``room``."""
+        context = {"conn": self.connection.id, "room": room}
+        if self.identity is not None:
+            context["user"] = self.identity.user
+        return context
 
     def require_member(self, room: str, ref: str | int | None) -> None:
         if room not in self.rooms:

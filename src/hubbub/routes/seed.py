@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from importlib.resources import files
 from typing import Annotated
 
 from fastapi import APIRouter, Cookie, Depends, Query, WebSocket, WebSocketException, status
-from fastapi.responses import HTMLResponse
 
 from hubbub.hub import Hub
 
@@ -26,11 +24,6 @@ async def cookie_or_token(
 def seed_router(hub: Hub) -> APIRouter:
     """Routes for ``/``, ``/ws``, ``/items/{item_id}/ws`` and ``/ws/{client_id}``."""
     router = APIRouter()
-    index_html = files("hubbub.web").joinpath("index.html").read_text(encoding="utf-8")
-
-    @router.get("/", response_class=HTMLResponse, include_in_schema=False)
-    async def index() -> HTMLResponse:
-        return HTMLResponse(index_html)
 
     @router.websocket("/ws")
     async def echo(websocket: WebSocket) -> None:

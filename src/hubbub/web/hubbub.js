@@ -1,0 +1,362 @@
+// A browser client for Hubbub's /v1/ws room protocol (docs/protocol.md): reconnects by
+// itself, resumes every room where it stopped, and hands each message to the application
+// once and in order. No dependencies; docs/client.md shows how to use it.
+
+const ROOM = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$/;
+// The frame that answers each request (when it is not refused).
+const ANSWER = { join: "joined", leave: "left", send: "ack", history: "history", ping: "pong" };
+// Refusals of the connection itself: the server closes it next (1008), and trying again
+// with the same name or token would only be refused again.
+const REFUSED = new Set(["unauthorized", "token_expired", "token_not_yet_valid", "invalid_name"]);
+// Join refusals that mean "not now" rather than "never": the join is tried again later.
+// A name is "taken" mostly by our own previous connection (a reload) not yet seen to go.
+const RETRY_LATER = new Set(["unavailable", "rate_limited", "name_taken"]);
+
+/** A refused request, a closed client or a left room; `code` says which. */
+export class HubbubError extends Error {
+  constructor(code, message) {
+    super(message);
+    this.name = "HubbubError";
+    this.code = code;
+  }
+}
+
+/** The address of /v1/ws on the host that served this page (wss: under https:). */
+export function defaultUrl(where = window.location) {
+  return `${where.protocol === "https:" ? "wss" : "ws"}://${where.host}/v1/ws`;
+}
+
+/**
+ * One connection to /v1/ws, kept up until close().
+ *
+ * Events (an EventTarget; `on(type, fn)` passes `event.detail` to fn):
+ *   message  {room, seq, from, text, ts}      each message once, in seq order per room
+ *   joined   {room, seq, members, resumed, reset}   after every (re)join
+ *   presence {room, joined, left}
+ *   welcome  {user, name, guest, expires}     who the server takes us for (if it says)
+ *   error    {code, message, room?}           a refusal no promise was waiting for
+ *   state    {state, previous}                connecting | connected | reconnecting | offline
+ */
+export class HubbubClient extends EventTarget {
+  constructor(url, { name, token, backoffMin = 250, backoffMax = 5000, heartbeat = 15000 } = {}) {
+    super();
+    const target = new URL(url);
+    if (name) target.searchParams.set("name", name);
+    if (token) target.searchParams.set("token", token);
+    this.url = target.href;
+    this.name = name || null;
+    this.state = "offline";
+    this.backoffMin = backoffMin;
+    this.backoffMax = backoffMax;
+    this.heartbeat = heartbeat;
+    // room -> {last: seq delivered up to, ready: joined on this connection,
+    //          waiters: join() promises, refusals: join refusals in a row}
+    this._rooms = new Map();
+    this._queue = []; // requests not written yet (no connection, or their room not joined yet)
+    this._inflight = []; // requests written and not answered yet, oldest first
+    this._ws = null;
+    this._refs = 0;
+    this._attempt = 0;
+    this._timer = null;
+    this._pinger = null;
+    this._heard = false;
+    this._refusal = null; // the server's reason, when it refuses the connection itself
+    this._closed = false;
+    this._onOnline = () => this._retryNow();
+  }
+
+  /** Start connecting; from now on the client reconnects by itself until close(). */
+  connect() {
+    if (this._closed) throw closedError();
+    if (!this._ws && !this._timer) {
+      window.addEventListener("online", this._onOnline);
+      this._open();
+    }
+    return this;
+  }
+
+  /** Stop for good: every queued or unanswered request is rejected with code "closed". */
+  close() {
+    if (this._closed) return;
+    this._closed = true;
+    clearTimeout(this._timer);
+    window.removeEventListener("online", this._onOnline);
+    const ws = this._ws;
+    this._forget(ws);
+    ws?.close(1000);
+    const error = closedError();
+    for (const request of [...this._inflight, ...this._queue]) request.reject(error);
+    for (const room of this._rooms.values()) for (const w of room.waiters) w.reject(error);
+    this._inflight = [];
+    this._queue = [];
+    this._setState("offline");
+  }
+
+  /** The rooms joined (or being joined), in the order they were joined. */
+  get rooms() {
+    return [...this._rooms.keys()];
+  }
+
+  /** Join `room` (and rejoin it after every reconnection); resolves with the `joined` detail. */
+  join(room) {
+    if (this._closed) return Promise.reject(closedError());
+    if (!ROOM.test(room)) return Promise.reject(new HubbubError("bad_room", `bad room name: ${room}`));
+    let entry = this._rooms.get(room);
+    if (!entry) {
+      entry = { last: null, ready: false, waiters: [], refusals: 0 };
+      this._rooms.set(room, entry);
+    }
+    const joined = new Promise((resolve, reject) => entry.waiters.push({ resolve, reject }));
+    if (this.state === "connected") this._sendJoin(room, entry);
+    return joined;
+  }
+
+  /** Leave `room`: no more of its messages; its queued requests are rejected. */
+  leave(room) {
+    if (!this._rooms.has(room)) return;
+    this._forgetRoom(room, new HubbubError("left", `left room ${room}`));
+    if (this.state === "connected") this._write({ frame: { type: "leave", room }, ...IGNORE });
+  }
+
+  /** Post `text` to a joined room; resolves with the message's seq once the server stored it. */
+  send(room, text) {
+    const ref = `c${++this._refs}`;
+    return this._request({ type: "send", room, text, ref }).then((ack) => ack.seq);
+  }
+
+  /** Up to `limit` messages of a joined room with seq < `before` (or the newest), ascending. */
+  history(room, { before, limit } = {}) {
+    return this._request({ type: "history", room, before, limit }).then((page) => page.messages);
+  }
+
+  /** `fn(detail)` on every event of `type`; returns a function that stops it. */
+  on(type, fn) {
+    const listener = (event) => fn(event.detail);
+    this.addEventListener(type, listener);
+    return () => this.removeEventListener(type, listener);
+  }
+
+  // -- requests ---------------------------------------------------------------------
+
+  // A request about a room, sent again on the next connection if this one drops before
+  // the answer. It waits until its room is joined on the current connection.
+  _request(frame) {
+    if (this._closed) return Promise.reject(closedError());
+    if (!this._rooms.has(frame.room)) {
+      return Promise.reject(new HubbubError("not_joined", `join ${frame.room} first`));
+    }
+    return new Promise((resolve, reject) => {
+      const request = { frame, resolve, reject, again: true };
+      if (this._rooms.get(frame.room).ready) this._write(request);
+      else this._queue.push(request);
+    });
+  }
+
+  _write(request) {
+    this._inflight.push(request);
+    this._ws.send(JSON.stringify(request.frame));
+  }
+
+  // Write what waited for `room` to be joined, in the order it was asked.
+  _flush(room) {
+    const waiting = this._queue;
+    this._queue = waiting.filter((request) => request.frame.room !== room);
+    for (const request of waiting) if (request.frame.room === room) this._write(request);
+  }
+
+  _sendJoin(room, entry) {
+    const frame = { type: "join", room };
+    if (entry.last !== null) frame.since = entry.last; // resume right after the last delivered
+    this._write({
+      frame,
+      resolve: (joined) => this._onJoined(joined, frame.since),
+      reject: (error) => this._onJoinRefused(room, error),
+    });
+  }
+
+  // An answer goes to the oldest request in flight of its kind, room and ref (an ack
+  // carries the ref of its send). Frames of kinds this client does not know are ignored.
+  _answer(frame) {
+    const index = this._inflight.findIndex(
+      ({ frame: asked }) =>
+        ANSWER[asked.type] === frame.type && asked.room === frame.room && asked.ref === frame.ref,
+    );
+    if (index >= 0) this._inflight.splice(index, 1)[0].resolve(frame);
+  }
+
+  // A refusal carries the ref of the refused frame when it had one. Otherwise it is the
+  // oldest request in flight: the server handles a connection's frames one at a time and
+  // answers each in turn.
+  _refused(frame) {
+    if (REFUSED.has(frame.code)) {
+      this._refusal = frame; // acted on when the connection closes
+      return;
+    }
+    const index =
+      frame.ref === undefined ? 0 : this._inflight.findIndex((r) => r.frame.ref === frame.ref);
+    const [request] = index >= 0 ? this._inflight.splice(index, 1) : [];
+    if (request) request.reject(new HubbubError(frame.code, frame.message));
+    else this._emit("error", frame);
+  }
+
+  // -- rooms ------------------------------------------------------------------------
+
+  _onJoined(frame, since) {
+    const entry = this._rooms.get(frame.room);
+    if (!entry) return; // left while the join was on its way
+    // A room whose last seq is below ours started over (its history store was replaced).
+    const reset = since !== undefined && frame.seq < since;
+    if (entry.last === null || reset) entry.last = frame.seq;
+    entry.ready = true;
+    entry.refusals = 0;
+    this._flush(frame.room); // before anyone hears of the join and asks for more
+    const detail = { ...frame, resumed: since !== undefined, reset };
+    for (const w of entry.waiters.splice(0)) w.resolve(detail);
+    this._emit("joined", detail);
+  }
+
+  _onJoinRefused(room, error) {
+    const entry = this._rooms.get(room);
+    if (!entry) return;
+    this._emit("error", { code: error.code, message: error.message, room });
+    if (RETRY_LATER.has(error.code)) {
+      const again = () => {
+        if (this._rooms.get(room) === entry && this.state === "connected") this._sendJoin(room, entry);
+      };
+      setTimeout(again, this._backoff(entry.refusals++));
+    } else {
+      this._forgetRoom(room, error);
+    }
+  }
+
+  // No more of `room`: whatever waits for it is rejected with `error`.
+  _forgetRoom(room, error) {
+    const entry = this._rooms.get(room);
+    this._rooms.delete(room);
+    for (const w of entry.waiters) w.reject(error);
+    const waiting = this._queue;
+    this._queue = waiting.filter((request) => request.frame.room !== room);
+    for (const request of waiting) if (request.frame.room === room) request.reject(error);
+  }
+
+  _onMessage(message) {
+    const entry = this._rooms.get(message.room);
+    // Once and in order: nothing after leaving, nothing at or below what was delivered.
+    if (!entry || (entry.last !== null && message.seq <= entry.last)) return;
+    entry.last = message.seq;
+    this._emit("message", message);
+  }
+
+  // -- the connection ---------------------------------------------------------------
+
+  _open() {
+    this._timer = null;
+    if (this.state === "offline") this._setState("connecting"); // the first attempt
+    const ws = new WebSocket(this.url);
+    this._ws = ws;
+    ws.onopen = () => this._onOpen();
+    ws.onmessage = (event) => this._onFrame(JSON.parse(event.data));
+    ws.onclose = (event) => this._onClose(event);
+  }
+
+  _onOpen() {
+    // Requests for a room go once it is joined again (see _onJoined).
+    for (const [room, entry] of this._rooms) this._sendJoin(room, entry);
+    this._startHeartbeat();
+    this._setState("connected");
+  }
+
+  _onFrame(frame) {
+    this._heard = true;
+    this._attempt = 0; // the server answers: the next drop starts the backoff afresh
+    switch (frame.type) {
+      case "message":
+        return this._onMessage(frame);
+      case "presence":
+        if (this._rooms.has(frame.room)) this._emit("presence", frame);
+        return;
+      case "welcome":
+        this.name = frame.name;
+        return this._emit("welcome", frame);
+      case "error":
+        return this._refused(frame);
+      default:
+        return this._answer(frame);
+    }
+  }
+
+  _onClose(event) {
+    this._forget(this._ws);
+    // No answer comes on this socket any more. Sends and history requests go again on the
+    // next one, before anything asked since; joins are redone anyway; leaves are done.
+    this._queue = [...this._inflight.filter((request) => request.again), ...this._queue];
+    this._inflight = [];
+    for (const entry of this._rooms.values()) entry.ready = false;
+    const refusal = this._refusal;
+    this._refusal = null;
+    if (this._closed) return;
+    // Refused for who we are (older servers say only "invalid name" in the close): stop.
+    if (event.code === 1008 && (refusal || event.reason === "invalid name")) {
+      const { code, message } = refusal ?? { code: "invalid_name", message: "invalid name" };
+      this._emit("error", { code, message });
+      this.close();
+      return;
+    }
+    this._setState("reconnecting");
+    this._timer = setTimeout(() => this._open(), this._backoff(this._attempt++));
+  }
+
+  // Exponential backoff with "equal jitter": half of it fixed, half random, never above
+  // backoffMax, so that clients dropped together do not come back together.
+  _backoff(attempt) {
+    const ceiling = Math.min(this.backoffMax, this.backoffMin * 2 ** attempt);
+    return ceiling / 2 + (Math.random() * ceiling) / 2;
+  }
+
+  _retryNow() {
+    if (!this._timer) return;
+    clearTimeout(this._timer);
+    this._open();
+  }
+
+  // Every `heartbeat` ms a ping; a whole period without any frame means the link is dead
+  // (a half-open TCP connection may never report its close).
+  _startHeartbeat() {
+    this._heard = true;
+    this._pinger = setInterval(() => {
+      if (!this._heard) {
+        const ws = this._ws;
+        this._onClose({ code: 4000, reason: "no answer" });
+        ws.close();
+        return;
+      }
+      this._heard = false;
+      this._write({ frame: { type: "ping" }, ...IGNORE });
+    }, this.heartbeat);
+  }
+
+  // Detach from a socket, so that nothing it still reports reaches the client.
+  _forget(ws) {
+    clearInterval(this._pinger);
+    this._pinger = null;
+    if (ws) ws.onopen = ws.onmessage = ws.onclose = null;
+    if (ws === this._ws) this._ws = null;
+  }
+
+  _setState(state) {
+    if (state === this.state) return;
+    const previous = this.state;
+    this.state = state;
+    this._emit("state", { state, previous });
+  }
+
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}
+
+const IGNORE = { resolve() {}, reject() {} };
+
+function closedError() {
+  return new HubbubError("closed", "the client is closed");
+}
