@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from importlib import import_module
-from urllib.parse import urlsplit
-
-from hubbub.errors import ConfigurationError
+from hubbub.backends import backend_class
 from hubbub.stores.base import Retention, Store
 
 STORES: dict[str, str] = {
@@ -17,20 +14,7 @@ STORES: dict[str, str] = {
 
 def store_from_url(url: str, retention: Retention | None = None) -> Store:
     """Build the store that ``url``'s scheme names."""
-    scheme = urlsplit(url).scheme
-    target = STORES.get(scheme)
-    if target is None:
-        known = ", ".join(f"{s}://" for s in sorted(STORES))
-        raise ConfigurationError(f"unknown store URL scheme {scheme!r}; known: {known}")
-    module_name, _, class_name = target.partition(":")
-    try:
-        module = import_module(module_name)
-    except ImportError as exc:
-        raise ConfigurationError(
-            f"store {scheme}:// needs an optional dependency: pip install 'hubbub[postgres]' "
-            f"({exc})"
-        ) from exc
-    store: Store = getattr(module, class_name)(url, retention)
+    store: Store = backend_class("store", STORES, url)(url, retention)
     return store
 
 
