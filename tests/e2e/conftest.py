@@ -6,6 +6,7 @@ import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,29 +46,40 @@ def browser() -> Iterator[object]:
         chromium.close()
 
 
+class PageRecorder:
+    """Keeps each page's console; on a failed test, a screenshot per page and the log
+    under test-results/<test>/."""
+
+    def __init__(self) -> None:
+        self.pages: list[Any] = []
+        self.console: list[str] = []
+
+    def watch(self, page: Any) -> Any:
+        index = len(self.pages)  # the page's own number, fixed now
+        page.on("console", lambda msg: self.console.append(f"[{index}] {msg.type}: {msg.text}"))
+        page.on("pageerror", lambda exc: self.console.append(f"[{index}] pageerror: {exc}"))
+        self.pages.append(page)
+        return page
+
+    def save_if_failed(self, request: pytest.FixtureRequest) -> None:
+        failed = getattr(request.node, "rep_call", None)
+        if failed is None or not failed.failed:
+            return
+        out = RESULTS / request.node.name
+        out.mkdir(parents=True, exist_ok=True)
+        for i, page in enumerate(self.pages):
+            if not page.is_closed():
+                page.screenshot(path=str(out / f"page{i}.png"), full_page=True)
+        (out / "console.log").write_text("\n".join(self.console))
+
+
 @pytest.fixture
 def new_page(browser, request):  # type: ignore[no-untyped-def]
     """Open pages in a fresh context; on failure keep a screenshot and the console log."""
     context = browser.new_context()
-    pages = []
-    console: list[str] = []
-
-    def open_page():  # type: ignore[no-untyped-def]
-        page = context.new_page()
-        page.on("console", lambda msg: console.append(f"[{len(pages)}] {msg.type}: {msg.text}"))
-        page.on("pageerror", lambda exc: console.append(f"[{len(pages)}] pageerror: {exc}"))
-        pages.append(page)
-        return page
-
-    yield open_page
-    failed = getattr(request.node, "rep_call", None)
-    if failed is not None and failed.failed:
-        out = RESULTS / request.node.name
-        out.mkdir(parents=True, exist_ok=True)
-        for i, page in enumerate(pages):
-            if not page.is_closed():
-                page.screenshot(path=str(out / f"page{i}.png"), full_page=True)
-        (out / "console.log").write_text("\n".join(console))
+    recorder = PageRecorder()
+    yield lambda: recorder.watch(context.new_page())
+    recorder.save_if_failed(request)
     context.close()
 
 

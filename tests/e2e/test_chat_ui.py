@@ -15,7 +15,7 @@ import pytest
 from playwright.sync_api import Browser, Page, WebSocketRoute, expect
 from websockets.sync.client import connect
 
-from tests.e2e.conftest import RESULTS
+from tests.e2e.conftest import RESULTS, PageRecorder
 from tests.servers import ServerProcess
 
 TIMEOUT_MS = 15_000
@@ -31,28 +31,16 @@ def new_user(browser: Browser, request: pytest.FixtureRequest) -> Iterator[NewUs
     """A page in a browser context of its own per call (its own localStorage: one user
     each); on failure, like ``new_page``, a screenshot per page and the console log."""
     contexts = []
-    pages: list[Page] = []
-    console: list[str] = []
+    recorder = PageRecorder()
 
     def open_user(**context_options: Any) -> Page:
         context = browser.new_context(**context_options)
         contexts.append(context)
-        page = context.new_page()
-        index = len(pages)
-        page.on("console", lambda msg: console.append(f"[{index}] {msg.type}: {msg.text}"))
-        page.on("pageerror", lambda exc: console.append(f"[{index}] pageerror: {exc}"))
-        pages.append(page)
+        page: Page = recorder.watch(context.new_page())
         return page
 
     yield open_user
-    failed = getattr(request.node, "rep_call", None)
-    if failed is not None and failed.failed:
-        out = RESULTS / request.node.name
-        out.mkdir(parents=True, exist_ok=True)
-        for i, page in enumerate(pages):
-            if not page.is_closed():
-                page.screenshot(path=str(out / f"page{i}.png"), full_page=True)
-        (out / "console.log").write_text("\n".join(console))
+    recorder.save_if_failed(request)
     for context in contexts:
         context.close()
 
