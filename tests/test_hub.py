@@ -9,9 +9,9 @@ import pytest
 
 from hubbub.brokers.memory import MemoryBroker
 from hubbub.config import Settings
-from hubbub.frames import OutFrame
 from hubbub.hub import Hub
 from hubbub.stores import store_from_url
+from tests.spies import SpyConnection
 
 
 class GatedBroker(MemoryBroker):
@@ -34,17 +34,6 @@ class GatedBroker(MemoryBroker):
     async def unsubscribe(self, channel: str) -> None:
         self.unsubscribes.append(channel)
         await super().unsubscribe(channel)
-
-
-class SpyConnection:
-    def __init__(self) -> None:
-        self.frames: list[OutFrame] = []
-
-    def send(self, frame: OutFrame) -> None:
-        self.frames.append(frame)
-
-    async def finish(self) -> None:
-        pass
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ from pathlib import Path
 from hubbub.brokers import Broker
 from hubbub.brokers.remote import RemoteBroker
 from hubbub.config import Settings
-from hubbub.frames import OutFrame
 from hubbub.hub import Hub
 from hubbub.stores import store_from_url
 from tests.brokers.conftest import Pair
+from tests.spies import SpyConnection
 
 TIMEOUT = 10
 MakePair = Callable[[], Awaitable[Pair]]
@@ -101,28 +101,15 @@ async def test_large_and_unusual_payloads_arrive_intact(make_pair: MakePair) -> 
     assert await inbox.take(len(payloads)) == [("big", p) for p in payloads]
 
 
-class Member:
-    """A stand-in for a connection that counts what it receives."""
-
-    def __init__(self) -> None:
-        self.frames: list[OutFrame] = []
-
-    def send(self, frame: OutFrame) -> None:
-        self.frames.append(frame)
-
-    async def finish(self) -> None:
-        pass
-
-
 async def test_concurrent_first_subscribers_all_receive(
     make_pair: MakePair, tmp_path: Path
 ) -> None:
     a, b = await make_pair()
     hub = Hub(Settings(), b, store_from_url(f"sqlite:///{tmp_path}/unused.db"))
-    members = [Member() for _ in range(1000)]
+    members = [SpyConnection() for _ in range(1000)]
     await asyncio.gather(*(hub.join("lobby", m) for m in members))  # type: ignore[arg-type]
     done = asyncio.Event()
-    sentinel_member = Member()
+    sentinel_member = SpyConnection()
     sentinel_member.send = lambda frame: done.set()  # type: ignore[method-assign]
     await hub.join("lobby", sentinel_member)  # type: ignore[arg-type]
     await a.publish("lobby", b"hello everyone")

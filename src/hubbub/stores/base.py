@@ -8,6 +8,14 @@ from dataclasses import dataclass
 from hubbub.protocol import Message
 
 
+def read_window(after: int | None, before: int | None) -> tuple[int, int, bool]:
+    """``Store.read``'s bounds as ``(low, high, backwards)``: ``low < seq < high``, and
+    whether the *last* rows below ``high`` are wanted (only ``before`` given)."""
+    low = after if after is not None else 0
+    high = before if before is not None else 2**63 - 1
+    return low, high, before is not None and after is None
+
+
 @dataclass(frozen=True)
 class Retention:
     """How much history a store keeps; 0 means no limit."""

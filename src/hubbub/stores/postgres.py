@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from hubbub.protocol import Message, timestamp
-from hubbub.stores.base import Retention, Store
+from hubbub.stores.base import Retention, Store, read_window
 
 MIGRATIONS = [
     # 1: rooms with their counters, and messages keyed by (room, seq)
@@ -95,9 +95,7 @@ class PostgresStore(Store):
     async def read(
         self, room: str, *, after: int | None = None, before: int | None = None, limit: int = 100
     ) -> list[Message]:
-        low = after if after is not None else 0
-        high = before if before is not None else 2**63 - 1
-        backwards = before is not None and after is None
+        low, high, backwards = read_window(after, before)
         order = "DESC" if backwards else "ASC"
         rows = await self.pool.fetch(
             "SELECT seq, sender, text, ts FROM hubbub_messages WHERE room = $1 AND seq > $2 "

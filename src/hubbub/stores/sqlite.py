@@ -20,7 +20,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from hubbub.protocol import Message, timestamp
-from hubbub.stores.base import Retention, Store
+from hubbub.stores.base import Retention, Store, read_window
 
 T = TypeVar("T")
 
@@ -123,9 +123,7 @@ class SqliteStore(Store):
     async def read(
         self, room: str, *, after: int | None = None, before: int | None = None, limit: int = 100
     ) -> list[Message]:
-        low = after if after is not None else 0
-        high = before if before is not None else 2**63 - 1
-        backwards = before is not None and after is None
+        low, high, backwards = read_window(after, before)
 
         def read(db: sqlite3.Connection) -> list[tuple[int, str, str, str]]:
             order = "DESC" if backwards else "ASC"
