@@ -56,7 +56,7 @@ async def test_concurrent_first_joiners_share_one_subscription(
     broker.gate.set()
     await asyncio.wait_for(asyncio.gather(*joins), 5)
     assert broker.subscribes == ["room"]
-    await hub.publish("room", "hi")
+    hub.publish("room", "hi")
     assert all(len(m.frames) == 1 for m in members)
 
 
@@ -65,7 +65,7 @@ async def test_a_broadcast_is_encoded_once(hub: Hub, broker: GatedBroker) -> Non
     members = [SpyConnection() for _ in range(3)]
     for m in members:
         await hub.join("room", m)  # type: ignore[arg-type]
-    await hub.publish("room", "once")
+    hub.publish("room", "once")
     frames = {id(m.frames[0]) for m in members}
     assert len(frames) == 1
     assert members[0].frames[0].payload == b"once"
@@ -79,11 +79,11 @@ async def test_last_leave_unsubscribes_and_stops_delivery(hub: Hub, broker: Gate
     await hub.join("room", b)  # type: ignore[arg-type]
     await hub.leave("room", a)  # type: ignore[arg-type]
     assert broker.unsubscribes == []
-    await hub.publish("room", "to b")
+    hub.publish("room", "to b")
     assert (len(a.frames), len(b.frames)) == (0, 1)
     await hub.disconnect(b)  # type: ignore[arg-type]
     assert broker.unsubscribes == ["room"]
-    await hub.publish("room", "nobody")
+    hub.publish("room", "nobody")
     assert len(b.frames) == 1
 
 
@@ -109,5 +109,5 @@ async def test_other_channels_are_untouched(hub: Hub, broker: GatedBroker) -> No
     a, b = SpyConnection(), SpyConnection()
     await hub.join("one", a)  # type: ignore[arg-type]
     await hub.join("two", b)  # type: ignore[arg-type]
-    await hub.publish("one", "x")
+    hub.publish("one", "x")
     assert (len(a.frames), len(b.frames)) == (1, 0)

@@ -11,6 +11,10 @@ Two ways to reach the socket:
 
 Either way ``send`` never awaits, and a client whose outbox overflows is closed with
 1008 "slow consumer".
+
+Incoming messages reach an endpoint through :meth:`Connection.serve` (plain calls,
+no task at all on the direct path) or :meth:`Connection.texts` (an async iterator, for
+endpoints that await per message).
 """
 
 from __future__ import annotations
@@ -34,6 +38,19 @@ logger = logging.getLogger("hubbub.connection")
 DIRECT_EXTENSION = "hubbub.direct"
 
 
+class Receiver(Protocol):
+    """What a direct channel calls once a connection is attached to it."""
+
+    def receive_text(self, text: str) -> None:
+        """A text message arrived."""
+
+    def receive_bytes(self, data: bytes) -> None:
+        """A binary message arrived."""
+
+    def disconnected(self, code: int) -> None:
+        """The connection is closing or gone (``code`` as received or sent); called once."""
+
+
 class DirectChannel(Protocol):
     """What Hubbub's uvicorn WebSocket protocol offers a connection (see ``server.py``)."""
 
@@ -52,6 +69,9 @@ class DirectChannel(Protocol):
     def close_now(self, code: int, reason: str) -> None:
         """Send a close frame even if the buffer is full; abort the socket if it is
         still not out after the close timeout."""
+
+    def attach(self, receiver: Receiver) -> None:
+        """Call ``receiver`` for every further message and for the disconnect."""
 
 
 class Limits(Protocol):
@@ -81,7 +101,9 @@ class Connection:
         "_max_bytes",
         "_max_messages",
         "_metrics",
+        "_on_end",
         "_on_slow",
+        "_on_text",
         "_outbox",
         "_queued_bytes",
         "_wakeup",
@@ -109,7 +131,7 @@ class Connection:
         self._max_bytes = limits.outbox_max_bytes
         self._max_messages = limits.outbox_max_messages
         self._on_slow = on_slow
-        self._outbox: deque[OutFrame] = deque()
+        self._outbox: deque[OutFrame] | None = None  # made when first needed
         self._queued_bytes = 0
         self._closing = False
         extensions = websocket.scope.get("extensions") or {}
@@ -118,6 +140,8 @@ class Connection:
         self._drained: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
+        self._on_text: Callable[[str], None] | None = None
+        self._on_end: Callable[[], None] | None = None
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -128,19 +152,29 @@ class Connection:
             self._direct.conn_id = self.id
             self._direct.on_writable(self._drain)
         else:
+            self._outbox = deque()
             self._wakeup = asyncio.Event()
             self._writer = asyncio.create_task(self._write_loop(), name="hubbub-writer")
 
-    async def finish(self) -> None:
-        """Release what the connection owns; called once the peer is gone."""
+    def release(self) -> None:
+        """Drop what the connection owns; called once the peer is gone. Tasks of the
+        ASGI path are cancelled, not awaited (see :meth:`finish`)."""
         self._closing = True
-        self._outbox.clear()
+        if self._outbox is not None:
+            self._outbox.clear()
         self._queued_bytes = 0
+        self._on_text = self._on_end = None
         if self._direct is not None:
             self._direct.on_writable(None)
         for task in (self._writer, self._closer):
             if task is not None and not task.done():
                 task.cancel()
+
+    async def finish(self) -> None:
+        """:meth:`release`, then wait until the ASGI path's tasks have ended."""
+        self.release()
+        for task in (self._writer, self._closer):
+            if task is not None:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
@@ -152,7 +186,7 @@ class Connection:
     @property
     def queued(self) -> tuple[int, int]:
         """Frames and bytes waiting in the outbox."""
-        return len(self._outbox), self._queued_bytes
+        return len(self._outbox or ()), self._queued_bytes
 
     # -- outgoing --------------------------------------------------------------
 
@@ -169,6 +203,8 @@ class Connection:
         if direct is not None and not outbox and direct.is_writable():
             direct.write_frame(frame.wire)
             return
+        if outbox is None:
+            outbox = self._outbox = deque()
         size = frame.size
         if len(outbox) >= self._max_messages or self._queued_bytes + size > self._max_bytes:
             # The peak counts the frame that did not fit: a slow consumer tops the limit.
@@ -192,7 +228,7 @@ class Connection:
 
     def _over_half(self) -> bool:
         return (
-            len(self._outbox) > self._max_messages // 2 or self._queued_bytes > self._max_bytes // 2
+            len(self._outbox or ()) > self._max_messages // 2 or self._queued_bytes > self._max_bytes // 2
         )
 
     def _notify_drained(self) -> None:
@@ -225,6 +261,7 @@ class Connection:
         assert self._wakeup is not None
         send = self.websocket.send
         outbox = self._outbox
+        assert outbox is not None
         wakeup = self._wakeup
         while True:
             while not outbox:
@@ -251,7 +288,8 @@ class Connection:
             return
         self._closing = True
         self.close_code = code
-        self._outbox.clear()
+        if self._outbox is not None:
+            self._outbox.clear()
         self._queued_bytes = 0
         self._notify_drained()
         if self._direct is not None:
@@ -276,6 +314,48 @@ class Connection:
             logger.debug("close after disconnect", exc_info=True)
 
     # -- incoming --------------------------------------------------------------
+
+    async def serve(self, on_text: Callable[[str], None], on_end: Callable[[], None]) -> None:
+        """Call ``on_text`` for each text message, then ``on_end`` once the peer is gone
+        (or the connection closes). A binary message closes 1003.
+
+        On the direct path this returns at once: the server's protocol makes the calls
+        from its data callbacks, so an idle connection holds no task and no coroutine.
+        Elsewhere it runs the receive loop itself and returns after ``on_end``.
+        """
+        if self._direct is not None:
+            self._on_text = on_text
+            self._on_end = on_end
+            self._direct.attach(self)
+            return
+        try:
+            async for text in self.texts():
+                on_text(text)
+        finally:
+            on_end()
+
+    def receive_text(self, text: str) -> None:
+        """:class:`Receiver`: a text message from the direct channel."""
+        if self._metrics is not None:
+            self._metrics.frames_in.inc()
+        if not self._closing and self._on_text is not None:
+            self._on_text(text)
+
+    def receive_bytes(self, data: bytes) -> None:
+        """:class:`Receiver`: a binary message from the direct channel."""
+        if self._metrics is not None:
+            self._metrics.frames_in.inc()
+        self.close(CloseCode.UNSUPPORTED_DATA, "text frames only")
+
+    def disconnected(self, code: int) -> None:
+        """:class:`Receiver`: the connection is closing or gone."""
+        if self.close_code is None:
+            self.close_code = code
+        self._closing = True
+        self._notify_drained()
+        on_end, self._on_end = self._on_end, None
+        if on_end is not None:
+            on_end()
 
     async def texts(self) -> AsyncIterator[str]:
         """Yield each text message until the peer is gone. A binary frame closes 1003."""

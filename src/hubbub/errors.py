@@ -13,6 +13,7 @@ class CloseCode(IntEnum):
     UNSUPPORTED_DATA = 1003  # binary frame on a text endpoint
     INVALID_DATA = 1007  # text frame that is not UTF-8
     POLICY_VIOLATION = 1008  # refused credentials, slow consumer
+    NO_STATUS = 1005  # received only: the peer's close frame had no code
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011  # also: keepalive ping timeout
     TRY_AGAIN_LATER = 1013  # connection limit reached

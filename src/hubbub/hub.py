@@ -127,7 +127,27 @@ class Hub:
         return connection
 
     async def disconnect(self, connection: Connection) -> None:
-        """Forget ``connection`` everywhere and release it."""
+        """Forget ``connection`` everywhere (leaving its rooms) and release it."""
+        self._forget(connection)
+        for channel in [c for c, members in self._members.items() if connection in members]:
+            await self.leave(channel, connection)
+        for room in [r for r, feed in self._feeds.items() if connection in feed.members]:
+            await self.leave_room(connection, room)
+        await connection.finish()
+
+    def drop(self, connection: Connection) -> None:
+        """:meth:`disconnect` for a connection of plain channels only, without waiting:
+        a channel left empty is unsubscribed in the background."""
+        self._forget(connection)
+        for channel in [c for c, members in self._members.items() if connection in members]:
+            members = self._members[channel]
+            members.discard(connection)
+            if not members:
+                del self._members[channel]
+                self._spawn(self._unsubscribe_if_unused(channel))
+        connection.release()
+
+    def _forget(self, connection: Connection) -> None:
         if connection in self.connections:
             self.connections.remove(connection)
             self.metrics.closed(connection.close_code, connection.outbox_peak)
@@ -135,11 +155,10 @@ class Hub:
             connections.discard(connection)
             if not connections:
                 del self._users[user]
-        for channel in [c for c, members in self._members.items() if connection in members]:
-            await self.leave(channel, connection)
-        for room in [r for r, feed in self._feeds.items() if connection in feed.members]:
-            await self.leave_room(connection, room)
-        await connection.finish()
+
+    async def _unsubscribe_if_unused(self, channel: str) -> None:
+        if channel not in self._members:  # nobody joined again in the meantime
+            await self._unsubscribe(channel)
 
     def _on_slow_consumer(self, connection: Connection) -> None:
         self.stats.slow_consumers += 1
@@ -208,7 +227,7 @@ class Hub:
             del self._members[channel]
             await self._unsubscribe(channel)
 
-    async def publish(self, channel: str, text: str) -> None:
+    def publish(self, channel: str, text: str) -> None:
         """Send ``text`` to every member of ``channel`` on every process.
 
         Members on this process get it at once, whatever the broker's state; the broker
@@ -218,7 +237,7 @@ class Hub:
         self.metrics.messages_published.inc()
         payload = text.encode()
         self._deliver(channel, payload)
-        await self.broker.publish(channel, payload)
+        self.broker.publish(channel, payload)
 
     def _deliver(self, channel: str, payload: bytes) -> None:
         if channel.startswith(ROOM_PREFIX):
@@ -306,7 +325,7 @@ class Hub:
         feed = self._feeds.get(room)
         if feed is not None:
             feed.on_message(message, OutFrame(payload))
-        await self.broker.publish(ROOM_PREFIX + room, payload)
+        self.broker.publish(ROOM_PREFIX + room, payload)
         return message
 
     async def history(self, room: str, before: int | None, limit: int) -> list[Message]:
@@ -371,7 +390,7 @@ class Hub:
     async def disconnect_user(self, user: str) -> int:
         """Close every connection of ``user`` on every process; returns how many were
         closed on this one."""
-        await self.broker.publish(CONTROL_CHANNEL, user.encode())
+        self.broker.publish(CONTROL_CHANNEL, user.encode())
         return self._kick(user)
 
     def _on_control(self, payload: bytes) -> None:

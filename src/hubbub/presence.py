@@ -55,7 +55,7 @@ class Presence:
     def __init__(
         self,
         node: str,
-        publish: Callable[[str, bytes], Awaitable[None]],
+        publish: Callable[[str, bytes], None],
         announce: Announce,
         interval: float,
     ) -> None:
@@ -191,4 +191,4 @@ class Presence:
         return Event("snap", self.node, room, members={u: e.name for u, e in users.items()})
 
     async def _send(self, event: Event) -> None:
-        await self._publish(PRESENCE_CHANNEL, self._encode(event))
+        self._publish(PRESENCE_CHANNEL, self._encode(event))

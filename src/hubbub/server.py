@@ -7,6 +7,12 @@ cannot express:
 - a :class:`~hubbub.connection.DirectChannel` in the scope, so that a broadcast is
   written into each client's transport as one pre-encoded frame, without a task
   switch, and queued in the client's bounded outbox while its transport is full;
+- *attached receivers*: an endpoint may hand the connection a receiver and return;
+  from then on each message is a plain call from ``data_received`` and the
+  disconnect another one. An idle connection then holds no task and no coroutine
+  frames (half of what a FastAPI WebSocket costs in memory), and a message costs no
+  task switch. One turn of the loop handles at most :data:`MESSAGES_PER_TURN`
+  messages of one client; the rest wait for the next turn with reading paused;
 - a close that is written even when the buffer is full, and an abort when it cannot
   get out in time (uvicorn's graceful ``transport.close()`` waits forever for a peer
   that never reads);
@@ -28,16 +34,82 @@ from typing import Any, cast
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from hubbub.config import Settings
-from hubbub.connection import DIRECT_EXTENSION
+from websockets.frames import Frame, Opcode
+
+from hubbub.connection import DIRECT_EXTENSION, Receiver
 from hubbub.errors import CloseCode
 
 logger = logging.getLogger("hubbub.server")
 
 WS_PROTOCOL = "hubbub.server:HubbubWebSocketProtocol"
 HTTP_PROTOCOL = "hubbub.server:HubbubHttpProtocol"
+
+MESSAGES_PER_TURN = 64
+"""Messages of one client handled in one turn of the event loop (attached receivers)."""
+
+
+class _Writable:
+    """uvicorn's ``writable`` flag without the cost of an :class:`asyncio.Event` per
+    connection (its waiter deque is most of a kilobyte): waiters are rare (ASGI sends
+    into a full buffer), so their list is made when the first one comes."""
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._set = True
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> None:
+        if self._set:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        await waiter
+
+
+# What an attached connection keeps of its ASGI scope once the endpoint has returned.
+_KEPT_SCOPE_KEYS = ("type", "scheme", "server", "client", "root_path", "path", "query_string")
+
+
+class _Disconnects:
+    """Stands in for uvicorn's ASGI receive queue once a receiver is attached: the
+    protocol's first disconnect event becomes one call to the receiver, in a turn of its
+    own (a close can start in the middle of a fan-out, which must not see the member
+    list change); nothing else is queued any more."""
+
+    __slots__ = ("loop", "receiver")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, receiver: Receiver) -> None:
+        self.loop = loop
+        self.receiver: Receiver | None = receiver
+
+    def put_nowait(self, event: dict[str, Any]) -> None:
+        receiver = self.receiver
+        if receiver is not None and event["type"] == "websocket.disconnect":
+            self.receiver = None
+            self.loop.call_soon(receiver.disconnected, event.get("code", CloseCode.NO_STATUS))
+
+    def empty(self) -> bool:
+        return True
 
 
 def logging_config(level: str, log_format: str = "text") -> dict[str, Any]:
@@ -129,7 +201,10 @@ class HubbubWebSocketProtocol(WebSocketsSansIOProtocol):
         settings = _settings_of(config)
         self.close_timeout = settings.close_timeout
         self._shutdown_timeout = settings.shutdown_timeout
+        self.writable = cast(asyncio.Event, _Writable())
         self._writable_callback: Callable[[], None] | None = None
+        self._receiver: Receiver | None = None
+        self._deferred: list[Frame] | None = None  # frames left for the next turn
         self.conn_id = ""  # set by the Connection on this channel
 
     # -- DirectChannel ---------------------------------------------------------
@@ -160,7 +235,100 @@ class HubbubWebSocketProtocol(WebSocketsSansIOProtocol):
             self.transport.resume_reading()
         self._arm_close_deadline(self.close_timeout)
 
+    def attach(self, receiver: Receiver) -> None:
+        """Deliver every further message and the disconnect by calling ``receiver``;
+        the ASGI application may then return, and the connection stays open."""
+        pending = self.queue
+        self._receiver = receiver
+        disconnects = _Disconnects(self.loop, receiver)
+        self.queue = cast(Any, disconnects)
+        while not pending.empty():  # what arrived before the endpoint attached
+            event = cast(dict[str, Any], pending.get_nowait())
+            if event["type"] == "websocket.receive":
+                self._receive(event.get("text"), event.get("bytes"))
+            else:
+                disconnects.put_nowait(event)
+        if self.read_paused and self._deferred is None:
+            self.read_paused = False
+            self.transport.resume_reading()
+
     # -- uvicorn overrides -----------------------------------------------------
+
+    async def run_asgi(self) -> None:
+        # uvicorn's, except that an endpoint which attached a receiver leaves the
+        # connection open when it returns.
+        try:
+            result = await self.app(self.scope, self.receive, self.send)
+        except ClientDisconnected:
+            pass
+        except BaseException:
+            logger.exception("Exception in ASGI application")
+            self.send_500_response()
+        else:
+            if not self.handshake_complete:
+                logger.error("ASGI callable returned without completing handshake.")
+                self.send_500_response()
+            elif result is not None:
+                logger.error("ASGI callable should return None, but returned %r.", result)
+        if self._receiver is not None and not self.close_sent and not self.disconnected:
+            # The receiver carries the connection from here; drop what only the
+            # handshake and the endpoint needed (the parser's generator frame keeps
+            # the request object itself alive, so its headers are emptied).
+            self.request.headers.clear()
+            self.request = self.response = None  # type: ignore[assignment]
+            scope = cast(dict[str, Any], self.scope)
+            kept = {key: scope[key] for key in _KEPT_SCOPE_KEYS if key in scope}
+            scope.clear()
+            scope.update(kept)
+        elif self.close_timer is None:
+            self.transport.close()
+
+    def handle_events(self) -> None:
+        if self._receiver is None:
+            super().handle_events()
+            return
+        events = cast(list[Frame], self.conn.events_received())
+        if self._deferred is not None:
+            self._deferred.extend(events)  # behind already: keep the order
+        else:
+            self._handle_frames(events)
+
+    def _handle_frames(self, frames: list[Frame]) -> None:
+        budget = MESSAGES_PER_TURN
+        for index, frame in enumerate(frames):
+            opcode = frame.opcode
+            if opcode is Opcode.TEXT:
+                self.handle_text(frame)
+            elif opcode is Opcode.BINARY:
+                self.handle_bytes(frame)
+            elif opcode is Opcode.CONT:
+                self.handle_cont(frame)
+            elif opcode is Opcode.PING:
+                self.handle_ping()
+            elif opcode is Opcode.PONG:
+                self.handle_pong(frame)
+            else:
+                self.handle_close(frame)
+            if frame.fin and opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
+                budget -= 1
+                if budget == 0 and index + 1 < len(frames):
+                    self._defer(frames[index + 1 :])
+                    return
+
+    def _defer(self, frames: list[Frame]) -> None:
+        self._deferred = frames
+        if not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()
+        self.loop.call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        frames, self._deferred = self._deferred or [], None
+        if not self.disconnected:
+            self._handle_frames(frames)
+        if self._deferred is None and self.read_paused and not self.disconnected:
+            self.read_paused = False
+            self.transport.resume_reading()
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
@@ -178,12 +346,15 @@ class HubbubWebSocketProtocol(WebSocketsSansIOProtocol):
         super().connection_lost(exc)
 
     def send_receive_event_to_app(self) -> None:
-        if self.curr_msg_data_type != "text":
+        if self.curr_msg_data_type != "text" and self._receiver is None:
             super().send_receive_event_to_app()
             return
         data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
         self.frames = []
         if self.close_sent:
+            return
+        if self.curr_msg_data_type != "text":
+            self._receive(None, data)
             return
         try:
             text = data.decode()
@@ -193,10 +364,25 @@ class HubbubWebSocketProtocol(WebSocketsSansIOProtocol):
             )
             self.close_now(CloseCode.INVALID_DATA, "invalid UTF-8")
             return
+        if self._receiver is not None:
+            self._receive(text, None)
+            return
         self.queue.put_nowait({"type": "websocket.receive", "text": text})
         if not self.read_paused:
             self.read_paused = True
             self.transport.pause_reading()
+
+    def _receive(self, text: str | None, data: bytes | None) -> None:
+        receiver = self._receiver
+        assert receiver is not None
+        try:
+            if text is not None:
+                receiver.receive_text(text)
+            else:
+                receiver.receive_bytes(data or b"")
+        except Exception:
+            logger.exception("closing %s: the endpoint failed", self._peer(), extra=self._extra())
+            self.close_now(CloseCode.INTERNAL_ERROR, "internal error")
 
     def keepalive_timeout(self) -> None:
         logger.info(

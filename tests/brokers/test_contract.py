@@ -38,12 +38,12 @@ async def test_publish_reaches_the_other_process_and_not_itself(make_pair: MakeP
     inbox_a, inbox_b = Inbox(a), Inbox(b)
     await a.subscribe("chat")
     await b.subscribe("chat")
-    await a.publish("chat", b"from a")
-    await b.publish("chat", b"from b")
+    a.publish("chat", b"from a")
+    b.publish("chat", b"from b")
     assert await inbox_b.next() == ("chat", b"from a")
     assert await inbox_a.next() == ("chat", b"from b")
     # Each process's own message never comes back to it: a sentinel proves the queue is empty.
-    await b.publish("chat", b"sentinel")
+    b.publish("chat", b"sentinel")
     assert await inbox_a.next() == ("chat", b"sentinel")
     assert inbox_b.queue.empty()
 
@@ -53,7 +53,7 @@ async def test_order_from_one_publisher_is_kept(make_pair: MakePair) -> None:
     inbox = Inbox(b)
     await b.subscribe("ordered")
     for i in range(2000):
-        await a.publish("ordered", str(i).encode())
+        a.publish("ordered", str(i).encode())
     assert await inbox.take(2000) == [("ordered", str(i).encode()) for i in range(2000)]
 
 
@@ -63,9 +63,9 @@ async def test_many_channels_each_get_their_own(make_pair: MakePair) -> None:
     channels = [f"room-{i}" for i in range(50)]
     for channel in channels:
         await b.subscribe(channel)
-    await a.publish("not-subscribed", b"nobody")
+    a.publish("not-subscribed", b"nobody")
     for channel in channels:
-        await a.publish(channel, channel.encode())
+        a.publish(channel, channel.encode())
     assert await inbox.take(50) == [(c, c.encode()) for c in channels]
 
 
@@ -74,11 +74,11 @@ async def test_unsubscribe_stops_delivery(make_pair: MakePair) -> None:
     inbox = Inbox(b)
     await b.subscribe("x")
     await b.subscribe("y")
-    await a.publish("x", b"1")
+    a.publish("x", b"1")
     assert await inbox.next() == ("x", b"1")
     await b.unsubscribe("x")
-    await a.publish("x", b"2")
-    await a.publish("y", b"sentinel")
+    a.publish("x", b"2")
+    a.publish("y", b"sentinel")
     assert await inbox.next() == ("y", b"sentinel")
     assert inbox.queue.empty()
 
@@ -97,7 +97,7 @@ async def test_large_and_unusual_payloads_arrive_intact(make_pair: MakePair) -> 
         b"z" * (1024 * 1024),
     ]
     for payload in payloads:
-        await a.publish("big", payload)
+        a.publish("big", payload)
     assert await inbox.take(len(payloads)) == [("big", p) for p in payloads]
 
 
@@ -112,7 +112,7 @@ async def test_concurrent_first_subscribers_all_receive(
     sentinel_member = SpyConnection()
     sentinel_member.send = lambda frame: done.set()  # type: ignore[method-assign]
     await hub.join("lobby", sentinel_member)  # type: ignore[arg-type]
-    await a.publish("lobby", b"hello everyone")
+    a.publish("lobby", b"hello everyone")
     await asyncio.wait_for(done.wait(), TIMEOUT)
     assert [len(m.frames) for m in members] == [1] * 1000
     assert all(m.frames[0].payload == b"hello everyone" for m in members)
@@ -123,7 +123,7 @@ async def test_stop_leaves_no_task_behind(make_pair: MakePair) -> None:
     a, b = await make_pair()
     await a.subscribe("c")
     await b.subscribe("c")
-    await a.publish("c", b"x")
+    a.publish("c", b"x")
     await a.stop()
     await b.stop()
     await b.stop()  # idempotent
@@ -149,10 +149,10 @@ async def test_a_batch_sent_again_is_not_delivered_twice(make_pair: MakePair) ->
 
     a._send = send_then_fail  # type: ignore[method-assign]
     for i in range(5):
-        await a.publish("again", str(i).encode())
-    await a.publish("again", b"after")
+        a.publish("again", str(i).encode())
+    a.publish("again", b"after")
     got = await inbox.take(6)
     assert got == [("again", p) for p in [b"0", b"1", b"2", b"3", b"4", b"after"]]
-    await a.publish("again", b"sentinel")
+    a.publish("again", b"sentinel")
     assert await inbox.next() == ("again", b"sentinel")  # nothing repeated in between
     assert a.stats.listener_errors == 1

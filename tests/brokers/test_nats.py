@@ -108,12 +108,12 @@ async def test_odd_channel_names_stay_separate(make_brokers: MakeBrokers) -> Non
     for name in ODD_NAMES:
         await b.subscribe(name)
     for name in ODD_NAMES:
-        await a.publish(name, name.encode("utf-8", "surrogatepass"))
+        a.publish(name, name.encode("utf-8", "surrogatepass"))
     # One sentinel per channel: NATS keeps one connection's order and each subscription
     # delivers in order, so anything a channel wrongly received arrives before its own
     # sentinel.
     for name in ODD_NAMES:
-        await a.publish(name, b"sentinel")
+        a.publish(name, b"sentinel")
     received = await inbox.take(2 * len(ODD_NAMES))
     expected = [(n, n.encode("utf-8", "surrogatepass")) for n in ODD_NAMES]
     expected += [(n, b"sentinel") for n in ODD_NAMES]
@@ -129,9 +129,9 @@ async def test_unsubscribed_wildcard_like_names_receive_nothing(
     await b.subscribe("*")
     await b.subscribe(">")
     for name in ("a", "a.b", "x y", "é"):
-        await a.publish(name, b"not for b")
-    await a.publish("*", b"star")
-    await a.publish(">", b"gt")
+        a.publish(name, b"not for b")
+    a.publish("*", b"star")
+    a.publish(">", b"gt")
     assert Counter(await inbox.take(2)) == Counter([("*", b"star"), (">", b"gt")])
     assert inbox.queue.empty()
 
@@ -159,7 +159,7 @@ async def test_payloads_beyond_max_payload_arrive_intact_and_in_order(
     expected = []
     for i, size in enumerate(sizes):
         for payload in (payload_of(i, size), f"small {i}".encode()):
-            await a.publish("big", payload)
+            a.publish("big", payload)
             expected.append(("big", payload))
     received = await inbox.take(len(expected))
     assert [len(p) for _, p in received] == [len(p) for _, p in expected]
@@ -181,9 +181,9 @@ async def test_large_messages_from_two_senders_are_reassembled_per_sender(
     for i in range(3):
         for tag, sender in ((b"1", a1), (b"2", a2)):
             payload = tag + payload_of(i, limit * 3 // 2 + i)
-            await sender.publish("big", payload)
+            sender.publish("big", payload)
             sent[tag].append(payload)
-            await sender.publish("other", tag)  # another channel in between
+            sender.publish("other", tag)  # another channel in between
     received = await inbox.take(12)
     for tag, payloads in sent.items():
         assert [p for c, p in received if c == "big" and p[:1] == tag] == payloads
@@ -320,7 +320,7 @@ async def test_server_killed_and_restarted(
         assert limit is not None
         inbox = Inbox(b)
         await b.subscribe("room")
-        await a.publish("room", b"before")
+        a.publish("room", b"before")
         assert await inbox.next() == ("room", b"before")
 
         await asyncio.to_thread(nats_server.kill)
@@ -329,12 +329,12 @@ async def test_server_killed_and_restarted(
         during = [f"during {i}".encode() for i in range(50)]
         during.insert(25, payload_of(0, limit * 2))  # split into parts after the outage
         for payload in during:
-            await a.publish("room", payload)
+            a.publish("room", payload)
 
         await asyncio.to_thread(nats_server.start)
         # b re-subscribes; a waits resend_delay before sending what it buffered.
         assert await inbox.take(len(during)) == [("room", p) for p in during]
-        await a.publish("room", b"after")
+        a.publish("room", b"after")
         assert await inbox.next() == ("room", b"after")
         for broker in (a, b):
             assert broker.stats.reconnects == 1
@@ -360,7 +360,7 @@ async def test_a_frozen_server_is_noticed_and_stop_leaves_nothing(
         # Frozen, not dead: the socket stays open and nothing answers.
         nats_server.process.send_signal(signal.SIGSTOP)
         for _ in range(100):  # more than the socket buffers hold, so writes get stuck
-            await a.publish("room", bytes(100_000))
+            a.publish("room", bytes(100_000))
         await log_events.wait_for("no PONG", 1)
         assert not a.ready
     finally:

@@ -89,7 +89,7 @@ async def test_what_a_notify_cannot_carry_goes_through_the_table(
         b"NUL \x00 " + token,
     ]
     for payload in [*inline, *stored]:
-        await a.publish("t", payload)
+        a.publish("t", payload)
     assert await inbox.take(6) == [("t", p) for p in [*inline, *stored]]
     # The NOTIFYs are delivered at commit, so the rows are visible by now.
     assert [await stored_count(db, p) for p in inline] == [0, 0]
@@ -108,7 +108,7 @@ async def test_old_rows_are_deleted_before_more_are_stored(
         b"left over",
     )
     fresh = secrets.token_bytes(10_000)
-    await a.publish("t", fresh)  # a's first stored payload: a purges first
+    a.publish("t", fresh)  # a's first stored payload: a purges first
     assert await inbox.next() == ("t", fresh)
     assert await db.fetchval(f"SELECT count(*) FROM {TABLE} WHERE id = $1", old) == 0
     assert await stored_count(db, fresh) == 1
@@ -137,7 +137,7 @@ async def test_channel_names_that_do_not_fit_an_identifier(
     for name in names:
         await b.subscribe(name)
     for name in names:
-        await a.publish(name, name.encode("utf-8", "surrogatepass"))
+        a.publish(name, name.encode("utf-8", "surrogatepass"))
     assert await inbox.take(len(names)) == [
         (name, name.encode("utf-8", "surrogatepass")) for name in names
     ]
@@ -151,8 +151,8 @@ async def test_identical_messages_in_one_transaction_all_arrive(
     inbox = Inbox(b)
     await b.subscribe("t")
     for _ in range(100):
-        await a.publish("t", b"same")  # publish does not yield: one batch, one transaction
-    await a.publish("t", b"sentinel")
+        a.publish("t", b"same")  # publish does not yield: one batch, one transaction
+    a.publish("t", b"sentinel")
     assert await inbox.take(101) == [("t", b"same")] * 100 + [("t", b"sentinel")]
 
 
@@ -169,6 +169,6 @@ async def test_a_listen_connection_ended_by_the_server_is_rebuilt(
     assert await db.fetchval("SELECT pg_terminate_backend($1)", pid)
     await asyncio.wait_for(b.listening.wait(), TIMEOUT)  # reconnected and re-subscribed
     assert b._listener.get_server_pid() != pid
-    await a.publish("t", b"after")
+    a.publish("t", b"after")
     assert await inbox.next() == ("t", b"after")
     assert (b.stats.listener_errors, b.stats.reconnects) == (1, 1)

@@ -33,7 +33,8 @@ class Broker(ABC):
       this one).
     - Payloads from one process arrive everywhere in the order that process published
       them, on each channel.
-    - ``publish`` never awaits a client and does not fail while the server is
+    - ``publish`` is a plain call that never waits (it queues for a sender task) and
+      does not fail while the server is
       unreachable: payloads wait in a bounded buffer and go out in order after
       reconnection; what overflows is counted (``stats.dropped``) and logged.
     - Delivery is at-most-once across an outage of a *subscriber*: a process that is
@@ -96,5 +97,5 @@ class Broker(ABC):
         """Stop receiving ``channel``."""
 
     @abstractmethod
-    async def publish(self, channel: str, payload: bytes) -> None:
-        """Send ``payload`` to every other process subscribed to ``channel``."""
+    def publish(self, channel: str, payload: bytes) -> None:
+        """Send ``payload`` to every other process subscribed to ``channel``; never waits."""

@@ -43,7 +43,7 @@ class MemoryBroker(Broker):
             if not members:
                 del self.bus.subscribers[channel]
 
-    async def publish(self, channel: str, payload: bytes) -> None:
+    def publish(self, channel: str, payload: bytes) -> None:
         self.stats.published += 1
         for broker in self.bus.subscribers.get(channel, ()):
             if broker is not self and broker._deliver is not None:

@@ -163,7 +163,7 @@ class RemoteBroker(Broker):
             except Exception as exc:  # a reconnect forgets it anyway
                 logger.debug("%s: unsubscribe %r failed: %s", self._name, channel, exc)
 
-    async def publish(self, channel: str, payload: bytes) -> None:
+    def publish(self, channel: str, payload: bytes) -> None:
         size = COUNTER_BYTES + len(payload)
         if (
             len(self._outgoing) >= self.buffer_messages

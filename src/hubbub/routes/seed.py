@@ -25,16 +25,20 @@ def seed_router(hub: Hub) -> APIRouter:
     """Routes for ``/``, ``/ws``, ``/items/{item_id}/ws`` and ``/ws/{client_id}``."""
     router = APIRouter()
 
+    # Each endpoint hands its connection two plain callbacks and returns: under
+    # ``hubbub serve`` no task or coroutine is left behind per client (see
+    # Connection.serve); the wire behaviour is the tutorial's.
+
     @router.websocket("/ws")
     async def echo(websocket: WebSocket) -> None:
         connection = await hub.connect(websocket)
         if connection is None:
             return
-        try:
-            async for text in connection.texts():
-                connection.send_text(f"Message text was: {text}")
-        finally:
-            await hub.disconnect(connection)
+
+        def on_text(text: str) -> None:
+            connection.send_text(f"Message text was: {text}")
+
+        await connection.serve(on_text, lambda: hub.drop(connection))
 
     @router.websocket("/items/{item_id}/ws")
     async def items(
@@ -46,14 +50,14 @@ def seed_router(hub: Hub) -> APIRouter:
         connection = await hub.connect(websocket)
         if connection is None:
             return
-        try:
-            async for text in connection.texts():
-                connection.send_text(f"Session cookie or query token value is: {credentials}")
-                if q is not None:
-                    connection.send_text(f"Query parameter q is: {q}")
-                connection.send_text(f"Message text was: {text}, for item ID: {item_id}")
-        finally:
-            await hub.disconnect(connection)
+
+        def on_text(text: str) -> None:
+            connection.send_text(f"Session cookie or query token value is: {credentials}")
+            if q is not None:
+                connection.send_text(f"Query parameter q is: {q}")
+            connection.send_text(f"Message text was: {text}, for item ID: {item_id}")
+
+        await connection.serve(on_text, lambda: hub.drop(connection))
 
     @router.websocket("/ws/{client_id}")
     async def chat(websocket: WebSocket, client_id: int) -> None:
@@ -62,11 +66,18 @@ def seed_router(hub: Hub) -> APIRouter:
             return
         try:
             await hub.join(CHAT_CHANNEL, connection)
-            async for text in connection.texts():
-                connection.send_text(f"You wrote: {text}")
-                await hub.publish(CHAT_CHANNEL, f"Client #{client_id} says: {text}")
-        finally:
-            await hub.disconnect(connection)
-            await hub.publish(CHAT_CHANNEL, f"Client #{client_id} left the chat")
+        except BaseException:
+            hub.drop(connection)
+            raise
+
+        def on_text(text: str) -> None:
+            connection.send_text(f"You wrote: {text}")
+            hub.publish(CHAT_CHANNEL, f"Client #{client_id} says: {text}")
+
+        def on_end() -> None:
+            hub.drop(connection)
+            hub.publish(CHAT_CHANNEL, f"Client #{client_id} left the chat")
+
+        await connection.serve(on_text, on_end)
 
     return router
