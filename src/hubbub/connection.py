@@ -228,7 +228,8 @@ class Connection:
 
     def _over_half(self) -> bool:
         return (
-            len(self._outbox or ()) > self._max_messages // 2 or self._queued_bytes > self._max_bytes // 2
+            len(self._outbox or ()) > self._max_messages // 2
+            or self._queued_bytes > self._max_bytes // 2
         )
 
     def _notify_drained(self) -> None:

@@ -45,7 +45,9 @@ schedules = st.lists(
 
 
 @settings(
-    max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+    max_examples=8,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(schedule=schedules, readers_on=st.lists(st.integers(0, 1), min_size=1, max_size=3))
 def test_any_interleaving_across_two_processes(
