@@ -36,10 +36,9 @@ from uvicorn.config import LOGGING_CONFIG
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-
-from hubbub.config import Settings
 from websockets.frames import Frame, Opcode
 
+from hubbub.config import Settings
 from hubbub.connection import DIRECT_EXTENSION, Receiver
 from hubbub.errors import CloseCode
 
