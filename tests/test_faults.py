@@ -109,3 +109,20 @@ def test_binary_on_raw_socket_gets_1003_close_frame(server: ServerProcess) -> No
     frames, code = raw.recv_until_close()
     raw.close()
     assert frames == [] and code == 1003
+
+
+def test_a_burst_in_one_write_is_answered_in_full_and_in_order(server: ServerProcess) -> None:
+    # More messages in one TCP write than the server handles per turn of its loop.
+    listener = RawWebSocket(server.port, "/ws/2")
+    flooder = RawWebSocket(server.port, "/ws/1")
+    count = 1000
+    flooder.send(b"".join(frame(OP_TEXT, f"m{i}".encode()) for i in range(count)))
+    assert_serving(server)  # meanwhile, others are served
+    got = [listener.recv_frame() for _ in range(count)]
+    assert got == [(OP_TEXT, f"Client #1 says: m{i}".encode()) for i in range(count)]
+    replies = [flooder.recv_frame() for _ in range(2 * count)]
+    assert [p for _, p in replies if p.startswith(b"You wrote")] == [
+        f"You wrote: m{i}".encode() for i in range(count)
+    ]
+    listener.close()
+    flooder.close()

@@ -47,6 +47,9 @@ logger = logging.getLogger("hubbub.server")
 WS_PROTOCOL = "hubbub.server:HubbubWebSocketProtocol"
 HTTP_PROTOCOL = "hubbub.server:HubbubHttpProtocol"
 
+_TEXT, _BINARY, _CONT = Opcode.TEXT, Opcode.BINARY, Opcode.CONT
+_PING, _PONG = Opcode.PING, Opcode.PONG
+
 MESSAGES_PER_TURN = 64
 """Messages of one client handled in one turn of the event loop (attached receivers)."""
 
@@ -296,19 +299,32 @@ class HubbubWebSocketProtocol(WebSocketsSansIOProtocol):
         budget = MESSAGES_PER_TURN
         for index, frame in enumerate(frames):
             opcode = frame.opcode
-            if opcode is Opcode.TEXT:
+            if opcode is _TEXT and frame.fin and not self.close_sent:
+                # The common case, without uvicorn's fragment bookkeeping.
+                try:
+                    text = bytes(frame.data).decode()
+                except UnicodeDecodeError:
+                    self.frames = [frame.data]  # type: ignore[list-item]
+                    self.curr_msg_data_type = "text"
+                    self.send_receive_event_to_app()  # closes 1007
+                else:
+                    self._receive(text, None)
+            elif opcode is _TEXT:
                 self.handle_text(frame)
-            elif opcode is Opcode.BINARY:
+            elif opcode is _BINARY:
                 self.handle_bytes(frame)
-            elif opcode is Opcode.CONT:
+            elif opcode is _CONT:
                 self.handle_cont(frame)
-            elif opcode is Opcode.PING:
+            elif opcode is _PING:
                 self.handle_ping()
-            elif opcode is Opcode.PONG:
+                continue
+            elif opcode is _PONG:
                 self.handle_pong(frame)
+                continue
             else:
                 self.handle_close(frame)
-            if frame.fin and opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
+                continue
+            if frame.fin:
                 budget -= 1
                 if budget == 0 and index + 1 < len(frames):
                     self._defer(frames[index + 1 :])

@@ -1,0 +1,165 @@
+"""The server protocol's attached receivers, driven in-process through a recording
+transport: per-turn message budget, order, and what a failing endpoint gets."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import uvicorn
+from uvicorn.server import ServerState
+
+from hubbub.connection import DIRECT_EXTENSION
+from hubbub.server import MESSAGES_PER_TURN, HubbubWebSocketProtocol
+from tests.rawws import OP_BINARY, OP_PING, OP_TEXT, frame, handshake_request
+
+
+class RecordingTransport(asyncio.Transport):
+    """Keeps what the protocol writes and whether reading is paused."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+        self.reading_paused = False
+        self.closed = False
+
+    def write(self, data: Any) -> None:
+        self.written += data
+
+    def pause_reading(self) -> None:
+        self.reading_paused = True
+
+    def resume_reading(self) -> None:
+        self.reading_paused = False
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def abort(self) -> None:
+        self.closed = True
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 40000) if name in ("peername", "sockname") else default
+
+    def frames(self) -> Iterator[tuple[int, bytes]]:
+        """The server frames written after the handshake response."""
+        data = bytes(self.written).partition(b"\r\n\r\n")[2]
+        while data:
+            opcode, n, at = data[0] & 0x0F, data[1] & 0x7F, 2
+            if n == 126:
+                (n,), at = struct.unpack("!H", data[2:4]), 4
+            yield opcode, data[at : at + n]
+            data = data[at + n :]
+
+
+class Recorder:
+    """A receiver that keeps what it is given; fails on the text "boom"."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+        self.binaries: list[bytes] = []
+        self.closed_with: list[int] = []
+
+    def receive_text(self, text: str) -> None:
+        if text == "boom":
+            raise RuntimeError("endpoint bug")
+        self.texts.append(text)
+
+    def receive_bytes(self, data: bytes) -> None:
+        self.binaries.append(data)
+
+    def disconnected(self, code: int) -> None:
+        self.closed_with.append(code)
+
+
+async def open_attached(early: bytes = b"") -> tuple[HubbubWebSocketProtocol, Recorder, Any]:
+    """A protocol on a recording transport whose endpoint accepted and attached a
+    :class:`Recorder`; ``early`` arrives in the same read as the handshake."""
+    recorder = Recorder()
+    attached = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        scope["extensions"][DIRECT_EXTENSION].attach(recorder)
+        attached.set()
+
+    # A plain uvicorn config (its defaults: Hubbub's settings) leaves logging alone.
+    config = uvicorn.Config(app, log_config=None)
+    config.load()
+    protocol = HubbubWebSocketProtocol(config, ServerState(), {})
+    transport = RecordingTransport()
+    protocol.connection_made(transport)
+    protocol.data_received(handshake_request("/ws", 8000) + early)
+    await asyncio.wait_for(attached.wait(), 5)
+    await asyncio.sleep(0)  # let the ASGI task finish
+    return protocol, recorder, transport
+
+
+async def turns(n: int) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def test_a_burst_is_handled_a_budget_per_turn_with_reading_paused_in_between() -> None:
+    protocol, recorder, transport = await open_attached()
+    burst = 3 * MESSAGES_PER_TURN + 5
+    protocol.data_received(b"".join(frame(OP_TEXT, str(i).encode()) for i in range(burst)))
+    assert len(recorder.texts) == MESSAGES_PER_TURN
+    assert transport.reading_paused
+    await turns(1)
+    assert len(recorder.texts) == 2 * MESSAGES_PER_TURN
+    # What arrives while behind goes after what is waiting.
+    protocol.data_received(frame(OP_TEXT, b"late"))
+    await turns(5)
+    assert recorder.texts == [str(i) for i in range(burst)] + ["late"]
+    assert not transport.reading_paused
+
+
+async def test_control_frames_do_not_count_against_the_budget() -> None:
+    protocol, recorder, transport = await open_attached()
+    pings = b"".join(frame(OP_PING, b"p") for _ in range(2 * MESSAGES_PER_TURN))
+    protocol.data_received(pings + frame(OP_TEXT, b"after the pings"))
+    assert recorder.texts == ["after the pings"]
+    assert not transport.reading_paused
+    assert sum(1 for opcode, _ in transport.frames() if opcode == 0xA) == 2 * MESSAGES_PER_TURN
+
+
+async def test_messages_sent_with_the_handshake_reach_the_receiver_in_order() -> None:
+    early = frame(OP_TEXT, b"one") + frame(OP_TEXT, b"two") + frame(OP_BINARY, b"\x00")
+    _, recorder, transport = await open_attached(early)
+    assert recorder.texts == ["one", "two"]
+    assert recorder.binaries == [b"\x00"]
+    assert not transport.reading_paused
+
+
+async def test_a_failing_endpoint_closes_1011_and_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    protocol, recorder, transport = await open_attached()
+    with caplog.at_level(logging.ERROR, logger="hubbub.server"):
+        protocol.data_received(frame(OP_TEXT, b"boom") + frame(OP_TEXT, b"after"))
+    assert "the endpoint failed" in caplog.text
+    opcode, payload = list(transport.frames())[-1]
+    assert (opcode, struct.unpack("!H", payload[:2])[0]) == (0x8, 1011)
+    assert recorder.texts == []  # nothing is handed on once the close is sent
+    await turns(1)
+    assert recorder.closed_with == [1011]
+
+
+async def test_the_disconnect_is_told_once_with_the_first_code() -> None:
+    protocol, recorder, _ = await open_attached()
+    protocol.data_received(frame(0x8, struct.pack("!H", 1000)))
+    protocol.connection_lost(None)
+    await turns(1)
+    assert recorder.closed_with == [1000]
