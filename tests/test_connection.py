@@ -28,6 +28,8 @@ class FakeDirect:
         self.written: list[bytes] = []
         self.callback: Callable[[], None] | None = None
         self.closed: tuple[int, str] | None = None
+        self.receiver: Any = None
+        self.holding: list[bool] = []
 
     def is_writable(self) -> bool:
         return self.writable
@@ -40,6 +42,14 @@ class FakeDirect:
 
     def close_now(self, code: int, reason: str) -> None:
         self.closed = (code, reason)
+        if self.receiver is not None:  # as the server does: the disconnect follows
+            asyncio.get_running_loop().call_soon(self.receiver.disconnected, code)
+
+    def attach(self, receiver: Any) -> None:
+        self.receiver = receiver
+
+    def hold_reading(self, hold: bool) -> None:
+        self.holding.append(hold)
 
     def resume(self) -> None:
         self.writable = True
@@ -238,3 +248,76 @@ async def test_close_twice_sends_one_close(code: int) -> None:
     conn.close(code, "x")
     conn.close(1011, "y")
     assert direct.closed == (code, "x")
+
+
+# -- serve_serially on the direct path ----------------------------------------------
+
+
+async def serial_connection() -> tuple[Connection, FakeDirect, list[str], list[str]]:
+    """A direct connection whose handler records each text after a real suspension."""
+    direct = FakeDirect()
+    connection = Connection(FakeWebSocket(direct), Limits(), lambda c: None)  # type: ignore[arg-type]
+    await connection.accept()
+    handled: list[str] = []
+    ended: list[str] = []
+
+    async def handle(text: str) -> None:
+        await asyncio.sleep(0)
+        if text == "boom":
+            raise RuntimeError("endpoint bug")
+        handled.append(text)
+
+    async def on_end() -> None:
+        await asyncio.sleep(0)
+        ended.append(f"after {len(handled)}")
+
+    await connection.serve_serially(handle, on_end)
+    assert direct.receiver is connection
+    return connection, direct, handled, ended
+
+
+async def settle() -> None:
+    for _ in range(50):
+        await asyncio.sleep(0)
+
+
+async def test_serial_handler_gets_every_message_in_order_and_holds_reading_when_behind() -> None:
+    from hubbub.connection import INBOX_LIMIT
+
+    connection, direct, handled, ended = await serial_connection()
+    for i in range(INBOX_LIMIT + 3):
+        connection.receive_text(str(i))
+    assert direct.holding == [True]
+    await settle()
+    assert handled == [str(i) for i in range(INBOX_LIMIT + 3)]
+    assert direct.holding == [True, False]
+    assert ended == []
+
+
+async def test_serial_on_end_runs_once_after_the_messages_that_came_before_the_close() -> None:
+    connection, _, handled, ended = await serial_connection()
+    connection.receive_text("a")
+    connection.receive_text("b")
+    connection.disconnected(1000)
+    connection.disconnected(1000)
+    await settle()
+    assert handled == ["a", "b"]
+    assert ended == ["after 2"]
+
+
+async def test_serial_handler_failure_closes_1011_and_still_ends() -> None:
+    connection, direct, handled, ended = await serial_connection()
+    connection.receive_text("boom")
+    connection.receive_text("dropped: the connection is closing")
+    await settle()
+    assert direct.closed == (1011, "internal error")
+    assert handled == []
+    assert ended == ["after 0"]
+
+
+async def test_serial_idle_connection_holds_no_task() -> None:
+    connection, _, handled, _ = await serial_connection()
+    connection.receive_text("x")
+    await settle()
+    assert handled == ["x"]
+    assert connection._worker is None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
+from tests.rawws import OP_TEXT, RawWebSocket, frame
 from tests.roomclient import RoomClient
 from tests.servers import ServerProcess
 
@@ -180,3 +182,28 @@ async def test_invalid_name_is_refused(server: ServerProcess) -> None:
     bad = await RoomClient.open(server.ws(""), "<script>")
     await bad.wait(lambda: bad.closed)
     assert bad.close_code == 1008
+
+
+def test_sends_in_one_write_are_stored_and_acked_in_order(server: ServerProcess) -> None:
+    # More frames in one TCP write than the connection lets wait before it stops reading.
+    raw = RawWebSocket(server.port, "/v1/ws?name=burst")
+    assert json.loads(raw.recv_frame()[1])["type"] == "welcome"
+    raw.send_text(json.dumps({"type": "join", "room": "burst"}))
+    assert json.loads(raw.recv_frame()[1])["type"] == "joined"
+    count = 45  # under the default burst of 50
+    raw.send(
+        b"".join(
+            frame(
+                OP_TEXT,
+                json.dumps({"type": "send", "room": "burst", "text": str(i), "ref": i}).encode(),
+            )
+            for i in range(count)
+        )
+    )
+    acks, messages = [], []
+    while len(acks) < count or len(messages) < count:
+        reply = json.loads(raw.recv_frame()[1])
+        (acks if reply["type"] == "ack" else messages).append(reply)
+    assert [(a["ref"], a["seq"]) for a in acks] == [(i, i + 1) for i in range(count)]
+    assert [m["text"] for m in messages] == [str(i) for i in range(count)]
+    raw.close()

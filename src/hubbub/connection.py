@@ -24,7 +24,7 @@ import contextlib
 import logging
 import secrets
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
 
 from starlette.websockets import WebSocket
@@ -36,6 +36,10 @@ from hubbub.metrics import Metrics
 logger = logging.getLogger("hubbub.connection")
 
 DIRECT_EXTENSION = "hubbub.direct"
+
+INBOX_LIMIT = 32
+"""Messages waiting for a :meth:`Connection.serve_serially` handler before reading from
+the socket pauses (it restarts when half of them are done)."""
 
 
 class Receiver(Protocol):
@@ -73,6 +77,9 @@ class DirectChannel(Protocol):
     def attach(self, receiver: Receiver) -> None:
         """Call ``receiver`` for every further message and for the disconnect."""
 
+    def hold_reading(self, hold: bool) -> None:
+        """Stop reading from the socket (``True``) until called with ``False``."""
+
 
 class Limits(Protocol):
     """The settings a connection needs."""
@@ -98,6 +105,10 @@ class Connection:
         "_closing",
         "_direct",
         "_drained",
+        "_finish",
+        "_handle",
+        "_held",
+        "_inbox",
         "_max_bytes",
         "_max_messages",
         "_metrics",
@@ -107,6 +118,7 @@ class Connection:
         "_outbox",
         "_queued_bytes",
         "_wakeup",
+        "_worker",
         "_writer",
         "close_code",
         "close_timeout",
@@ -142,6 +154,13 @@ class Connection:
         self._closer: asyncio.Task[None] | None = None
         self._on_text: Callable[[str], None] | None = None
         self._on_end: Callable[[], None] | None = None
+        # serve_serially on the direct path: messages waiting, and the task (only
+        # while there is work) that hands them to the handler one at a time.
+        self._handle: Callable[[str], Awaitable[None]] | None = None
+        self._finish: Callable[[], Awaitable[None]] | None = None
+        self._inbox: deque[str] | None = None
+        self._worker: asyncio.Task[None] | None = None
+        self._held = False
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -163,7 +182,7 @@ class Connection:
         if self._outbox is not None:
             self._outbox.clear()
         self._queued_bytes = 0
-        self._on_text = self._on_end = None
+        self._on_text = self._on_end = self._handle = None
         if self._direct is not None:
             self._direct.on_writable(None)
         for task in (self._writer, self._closer):
@@ -289,6 +308,9 @@ class Connection:
             return
         self._closing = True
         self.close_code = code
+        self._handle = None  # closed by us: nothing more is acted on
+        if self._finish is not None:
+            self._wake_worker()
         if self._outbox is not None:
             self._outbox.clear()
         self._queued_bytes = 0
@@ -335,12 +357,73 @@ class Connection:
         finally:
             on_end()
 
+    async def serve_serially(
+        self, handle: Callable[[str], Awaitable[None]], on_end: Callable[[], Awaitable[None]]
+    ) -> None:
+        """:meth:`serve` for endpoints that await per message: ``handle`` runs for one
+        message at a time, in arrival order, and ``on_end`` once after the last one.
+
+        On the direct path this returns at once; a task exists only while messages wait
+        (an idle connection holds none), and reading from the socket pauses while
+        :data:`INBOX_LIMIT` messages wait. An exception from ``handle`` is logged and
+        closes the connection with 1011.
+        """
+        if self._direct is None:
+            try:
+                async for text in self.texts():
+                    await handle(text)
+            finally:
+                await on_end()
+            return
+        self._handle = handle
+        self._finish = on_end
+        self._direct.attach(self)
+
+    def _wake_worker(self) -> None:
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._work())
+
+    async def _work(self) -> None:
+        inbox = self._inbox
+        direct = self._direct
+        assert direct is not None
+        try:
+            while inbox and self._handle is not None:
+                text = inbox.popleft()
+                if self._held and len(inbox) <= INBOX_LIMIT // 2:
+                    self._held = False
+                    direct.hold_reading(False)
+                try:
+                    await self._handle(text)
+                except Exception:
+                    logger.exception(
+                        "conn %s: the endpoint failed", self.id, extra={"conn": self.id}
+                    )
+                    self.close(CloseCode.INTERNAL_ERROR, "internal error")
+            finish = self._finish
+            if finish is not None and self._closing:
+                self._finish = None  # closing, and every message that counts is done
+                await finish()
+        finally:
+            self._worker = None
+
     def receive_text(self, text: str) -> None:
         """:class:`Receiver`: a text message from the direct channel."""
         if self._metrics is not None:
             self._metrics.frames_in.inc()
-        if not self._closing and self._on_text is not None:
+        if self._closing:
+            return
+        if self._on_text is not None:
             self._on_text(text)
+        elif self._handle is not None:
+            inbox = self._inbox
+            if inbox is None:
+                inbox = self._inbox = deque()
+            inbox.append(text)
+            if len(inbox) >= INBOX_LIMIT and not self._held and self._direct is not None:
+                self._held = True
+                self._direct.hold_reading(True)
+            self._wake_worker()
 
     def receive_bytes(self, data: bytes) -> None:
         """:class:`Receiver`: a binary message from the direct channel."""
@@ -357,6 +440,8 @@ class Connection:
         on_end, self._on_end = self._on_end, None
         if on_end is not None:
             on_end()
+        if self._finish is not None:
+            self._wake_worker()  # runs on_end after the messages still waiting
 
     async def texts(self) -> AsyncIterator[str]:
         """Yield each text message until the peer is gone. A binary frame closes 1003."""

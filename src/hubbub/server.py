@@ -207,6 +207,7 @@ class HubbubWebSocketProtocol(WebSocketsSansIOProtocol):
         self._writable_callback: Callable[[], None] | None = None
         self._receiver: Receiver | None = None
         self._deferred: list[Frame] | None = None  # frames left for the next turn
+        self._held = False  # the receiver asked to stop reading for now
         self.conn_id = ""  # set by the Connection on this channel
 
     # -- DirectChannel ---------------------------------------------------------
@@ -250,9 +251,23 @@ class HubbubWebSocketProtocol(WebSocketsSansIOProtocol):
                 self._receive(event.get("text"), event.get("bytes"))
             else:
                 disconnects.put_nowait(event)
-        if self.read_paused and self._deferred is None:
-            self.read_paused = False
-            self.transport.resume_reading()
+        self._update_reading()
+
+    def hold_reading(self, hold: bool) -> None:
+        """Stop (or restart) reading from the socket while the receiver is behind."""
+        self._held = hold
+        self._update_reading()
+
+    def _update_reading(self) -> None:
+        # Attached: reading pauses while frames wait for the next turn or the receiver
+        # holds it, except after our close frame (its answer must be read).
+        paused = (self._held or self._deferred is not None) and not self.close_sent
+        if paused != self.read_paused and not self.disconnected:
+            self.read_paused = paused
+            if paused:
+                self.transport.pause_reading()
+            else:
+                self.transport.resume_reading()
 
     # -- uvicorn overrides -----------------------------------------------------
 
@@ -332,18 +347,14 @@ class HubbubWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def _defer(self, frames: list[Frame]) -> None:
         self._deferred = frames
-        if not self.read_paused:
-            self.read_paused = True
-            self.transport.pause_reading()
+        self._update_reading()
         self.loop.call_soon(self._next_turn)
 
     def _next_turn(self) -> None:
         frames, self._deferred = self._deferred or [], None
         if not self.disconnected:
             self._handle_frames(frames)
-        if self._deferred is None and self.read_paused and not self.disconnected:
-            self.read_paused = False
-            self.transport.resume_reading()
+        self._update_reading()
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)

@@ -235,6 +235,10 @@ class RoomSession:
         self.rooms.clear()
 
 
+async def ignore(text: str) -> None:
+    """A handler for a connection that is closing: what it still sends is dropped."""
+
+
 def rooms_router(hub: Hub, auth: Authenticator) -> APIRouter:
     """The ``/v1/ws`` endpoint."""
     router = APIRouter()
@@ -260,14 +264,22 @@ def rooms_router(hub: Hub, auth: Authenticator) -> APIRouter:
         session = RoomSession(hub, auth, connection)
         texts = connection.texts()
         try:
-            if await session.authenticate(texts, token, name):
-                async for text in texts:
-                    await session.handle(text)
-            else:
-                async for _ in texts:  # wait for the close handshake to finish
-                    pass
-        finally:
+            authenticated = await session.authenticate(texts, token, name)
+        except BaseException:
             await session.close()
             await hub.disconnect(connection)
+            raise
+        finally:
+            await texts.aclose()
+
+        async def on_end() -> None:
+            await session.close()
+            await hub.disconnect(connection)
+
+        if authenticated:
+            # From here on, no task or coroutine is kept for an idle connection.
+            await connection.serve_serially(session.handle, on_end)
+        else:
+            await connection.serve_serially(ignore, on_end)  # until the close completes
 
     return router
