@@ -24,7 +24,7 @@ import contextlib
 import logging
 import secrets
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Protocol
 
 from starlette.websockets import WebSocket
@@ -443,7 +443,7 @@ class Connection:
         if self._finish is not None:
             self._wake_worker()  # runs on_end after the messages still waiting
 
-    async def texts(self) -> AsyncIterator[str]:
+    async def texts(self) -> AsyncGenerator[str, None]:
         """Yield each text message until the peer is gone. A binary frame closes 1003."""
         receive = self.websocket.receive
         count_in = self._metrics.frames_in.inc if self._metrics is not None else None
