@@ -42,8 +42,16 @@ class RawWebSocket:
     """A blocking WebSocket client on a plain socket; every call has a timeout."""
 
     def __init__(
-        self, port: int, path: str, *, rcvbuf: int | None = None, timeout: float = 10.0
+        self,
+        port: int,
+        path: str,
+        *,
+        rcvbuf: int | None = None,
+        timeout: float = 10.0,
+        early: bytes = b"",
     ) -> None:
+        """Connect and complete the handshake; ``early`` is sent in the same write as
+        the handshake request, before the answer."""
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if rcvbuf is not None:
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
@@ -51,7 +59,7 @@ class RawWebSocket:
         self._buffer = b""
         try:
             self.sock.connect(("127.0.0.1", port))
-            self.sock.sendall(handshake_request(path, port))
+            self.sock.sendall(handshake_request(path, port) + early)
             head = self._read_until(b"\r\n\r\n")
             self.status = int(head.split(b" ", 2)[1])
             if self.status != 101:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import struct
 from collections.abc import Callable
@@ -126,3 +127,17 @@ def test_a_burst_in_one_write_is_answered_in_full_and_in_order(server: ServerPro
     ]
     listener.close()
     flooder.close()
+
+
+def test_frames_sent_right_behind_the_handshake_are_not_lost(server: ServerProcess) -> None:
+    # In the same TCP write as the upgrade request (uvicorn itself drops these bytes).
+    raw = RawWebSocket(server.port, "/ws", early=frame(OP_TEXT, b"one") + frame(OP_TEXT, b"two"))
+    assert raw.recv_frame() == (OP_TEXT, b"Message text was: one")
+    assert raw.recv_frame() == (OP_TEXT, b"Message text was: two")
+    raw.close()
+    raw = RawWebSocket(
+        server.port, "/v1/ws?name=early", early=frame(OP_TEXT, b'{"type":"ping","ref":1}')
+    )
+    assert b'"welcome"' in raw.recv_frame()[1]
+    assert json.loads(raw.recv_frame()[1]) == {"type": "pong", "ref": 1}
+    raw.close()

@@ -31,6 +31,7 @@ import math
 from collections.abc import Callable
 from typing import Any, cast
 
+import httptools
 import uvicorn
 from uvicorn.config import LOGGING_CONFIG
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -41,6 +42,7 @@ from websockets.frames import Frame, Opcode
 from hubbub.config import Settings
 from hubbub.connection import DIRECT_EXTENSION, Receiver
 from hubbub.errors import CloseCode
+from hubbub.framing import FramingServerProtocol
 
 logger = logging.getLogger("hubbub.server")
 
@@ -176,6 +178,26 @@ class HubbubHttpProtocol(HttpToolsProtocol):
         self._cancel_deadline()
         super().on_headers_complete()
 
+    def data_received(self, data: bytes) -> None:
+        # uvicorn's, except that bytes which follow the upgrade request in the same
+        # read (frames a client sent right behind its handshake) are handed to the
+        # WebSocket protocol; uvicorn drops them.
+        self._unset_keepalive_if_required()
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            message = "Invalid HTTP request received."
+            self.logger.warning(message)
+            self.send_400_response(message)
+        except httptools.HttpParserUpgrade as upgrade:
+            if not self._should_upgrade():
+                self._unsupported_upgrade_warning()
+                return
+            self.handle_websocket_upgrade()
+            tail = data[upgrade.args[0] :]
+            if tail:
+                self.transport.get_protocol().data_received(tail)  # type: ignore[attr-defined]
+
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_deadline()
         super().connection_lost(exc)
@@ -204,6 +226,10 @@ class HubbubWebSocketProtocol(WebSocketsSansIOProtocol):
         self.close_timeout = settings.close_timeout
         self._shutdown_timeout = settings.shutdown_timeout
         self.writable = cast(asyncio.Event, _Writable())
+        if not config.ws_per_message_deflate:  # the fast path reads no compressed frames
+            self.conn = FramingServerProtocol(
+                max_size=config.ws_max_size, logger=logging.getLogger("uvicorn.error")
+            )
         self._writable_callback: Callable[[], None] | None = None
         self._receiver: Receiver | None = None
         self._deferred: list[Frame] | None = None  # frames left for the next turn
