@@ -26,15 +26,18 @@ _FRAMEABLE = frozenset({0x0, 0x1, 0x2, 0x8, 0x9, 0xA})  # opcodes websockets acc
 
 
 class FramingServerProtocol(ServerProtocol):
-    """websockets' :class:`ServerProtocol` with the fast path described above."""
+    """websockets' :class:`ServerProtocol` with the fast path described above.
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        # None: the handshake request is next; True: frames are read here; False:
-        # websockets' parser has everything (after a close frame, an error, or an
-        # invalid frame).
-        self._framing: bool | None = None
-        self._pending = b""  # the start of an incomplete frame
+    It adds no state that needs an ``__init__``: an existing ``ServerProtocol`` that
+    has not received data yet may become one by class assignment (how the server
+    protocol upgrades the one uvicorn builds, rather than building a second one).
+    """
+
+    # None: the handshake request is next; True: frames are read here; False:
+    # websockets' parser has everything (after a close frame, an error, or an invalid
+    # frame). Class attributes are the initial values.
+    _framing: bool | None = None
+    _pending = b""  # the start of an incomplete frame
 
     def receive_data(self, data: bytes | bytearray) -> None:
         if self._framing is None:

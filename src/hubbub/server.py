@@ -227,9 +227,7 @@ class HubbubWebSocketProtocol(WebSocketsSansIOProtocol):
         self._shutdown_timeout = settings.shutdown_timeout
         self.writable = cast(asyncio.Event, _Writable())
         if not config.ws_per_message_deflate:  # the fast path reads no compressed frames
-            self.conn = FramingServerProtocol(
-                max_size=config.ws_max_size, logger=logging.getLogger("uvicorn.error")
-            )
+            self.conn.__class__ = FramingServerProtocol  # see FramingServerProtocol
         self._writable_callback: Callable[[], None] | None = None
         self._receiver: Receiver | None = None
         self._deferred: list[Frame] | None = None  # frames left for the next turn
