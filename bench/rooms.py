@@ -56,10 +56,10 @@ def parse_args() -> argparse.Namespace:
 class Member:
     """One connection in one room; checks order and counts latency."""
 
-    def __init__(self, ws: ClientConnection, room: str, latencies: list[float]) -> None:
+    def __init__(self, ws: ClientConnection, room: str, last: int, latencies: list[float]) -> None:
         self.ws = ws
         self.room = room
-        self.last = 0
+        self.last = last  # the room's last seq when this member joined
         self.received = 0
         self.duplicates = 0
         self.gaps = 0
@@ -155,9 +155,10 @@ async def load(args: argparse.Namespace, url: str, pids: list[int]) -> dict[str,
         async with sem:
             ws = await connect(f"{url}/v1/ws?name=m{index}", max_size=None, ping_interval=None)
             await ws.send(json.dumps({"type": "join", "room": room}))
-            while json.loads(await ws.recv())["type"] != "joined":
+            while (answer := json.loads(await ws.recv()))["type"] != "joined":
                 pass
-            return Member(ws, room, latencies)
+            # A store that is not fresh (PostgreSQL) already has messages in the room.
+            return Member(ws, room, answer["seq"], latencies)
 
     rooms = [f"bench-{i}" for i in range(args.rooms)]
     members = await asyncio.gather(*(join(room, i) for room in rooms for i in range(args.members)))
