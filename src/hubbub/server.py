@@ -393,7 +393,9 @@ class HubbubWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._writable_callback = None
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # tells the receiver, if it has not been told yet
+        self._receiver = None  # no cycle with the Connection, which points here
+        self._deferred = None
 
     def send_receive_event_to_app(self) -> None:
         if self.curr_msg_data_type != "text" and self._receiver is None:
