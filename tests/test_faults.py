@@ -6,14 +6,22 @@ import contextlib
 import json
 import socket
 import struct
+import time
+import urllib.request
 from collections.abc import Callable
+from typing import Any
 
 from websockets.sync.client import connect
 
-from tests.rawws import OP_BINARY, OP_PING, OP_TEXT, RawWebSocket, frame
+from tests.rawws import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, RawWebSocket, frame
 from tests.servers import ServerProcess
 
 TIMEOUT = 10
+
+
+def readyz(server: ServerProcess) -> dict[str, Any]:
+    with urllib.request.urlopen(server.http("/readyz"), timeout=TIMEOUT) as response:
+        return json.loads(response.read())  # type: ignore[no-any-return]
 
 
 def assert_serving(server: ServerProcess) -> None:
@@ -141,3 +149,37 @@ def test_frames_sent_right_behind_the_handshake_are_not_lost(server: ServerProce
     assert b'"welcome"' in raw.recv_frame()[1]
     assert json.loads(raw.recv_frame()[1]) == {"type": "pong", "ref": 1}
     raw.close()
+
+
+def test_a_close_right_behind_a_refused_frame_is_answered_without_an_error(
+    server: ServerProcess,
+) -> None:
+    # The binary frame makes the server close (1003) while websockets is already
+    # answering the client's close from the same read.
+    raw = RawWebSocket(server.port, "/ws")
+    raw.send(frame(OP_BINARY, b"\x00") + frame(OP_CLOSE, struct.pack("!H", 1000)))
+    _, code = raw.recv_until_close()
+    raw.close()
+    assert code in (1000, 1003)
+    assert_serving(server)
+    assert "Traceback" not in server.log
+    assert "endpoint failed" not in server.log
+
+
+def test_a_ping_right_behind_the_handshake_is_answered_after_the_101(
+    server: ServerProcess,
+) -> None:
+    raw = RawWebSocket(server.port, "/ws", early=frame(OP_PING, b"early"))  # checks the 101
+    assert raw.recv_frame() == (OP_PONG, b"early")
+    raw.close()
+
+
+def test_a_client_gone_before_its_hello_is_forgotten(server: ServerProcess) -> None:
+    for _ in range(3):
+        raw = RawWebSocket(server.port, "/v1/ws")  # no credentials yet: hello expected
+        raw.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        raw.close()  # TCP reset, no close frame
+    deadline = time.monotonic() + 20
+    while (connections := readyz(server)["connections"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert connections == 0

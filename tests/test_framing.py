@@ -126,3 +126,13 @@ def test_an_oversized_frame_fails_at_its_header() -> None:
     fast = opened(FramingServerProtocol)
     fast.receive_data(frame(0x1, b"x" * (MAX_SIZE + 1))[:10])  # the payload never comes
     assert fast.close_sent is not None and fast.close_sent.code == 1009
+
+
+def test_frames_arriving_a_byte_at_a_time_are_read_whole() -> None:
+    fast = opened(FramingServerProtocol)
+    data = frame(0x1, b"a" * 200) + frame(0x9, b"ping") + frame(0x2, b"\x00\x01")
+    for i in range(len(data)):
+        fast.receive_data(data[i : i + 1])
+    events = [(e.opcode, bytes(e.data)) for e in fast.events_received()]  # type: ignore[union-attr]
+    assert [payload for _, payload in events] == [b"a" * 200, b"ping", b"\x00\x01"]
+    assert fast.data_to_send() == [b"\x8a\x04ping"]  # the pong

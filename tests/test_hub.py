@@ -111,3 +111,30 @@ async def test_other_channels_are_untouched(hub: Hub, broker: GatedBroker) -> No
     await hub.join("two", b)  # type: ignore[arg-type]
     hub.publish("one", "x")
     assert (len(a.frames), len(b.frames)) == (1, 0)
+
+
+async def test_stop_lets_connection_workers_finish_before_the_broker_stops(
+    tmp_path: Path,
+) -> None:
+    broker = MemoryBroker()
+    hub = Hub(Settings(), broker, store_from_url(f"sqlite:///{tmp_path}/h.db"))
+    await hub.start()
+    stopped: list[str] = []
+    original_stop = broker.stop
+
+    async def stop() -> None:
+        stopped.append("broker")
+        await original_stop()
+
+    broker.stop = stop  # type: ignore[method-assign]
+
+    async def finishing_connection() -> None:  # e.g. leaving its rooms after SIGTERM
+        for _ in range(5):
+            await asyncio.sleep(0)
+        stopped.append("worker done")
+
+    worker = asyncio.get_running_loop().create_task(finishing_connection())
+    hub._workers.add(worker)
+    worker.add_done_callback(hub._workers.discard)
+    await hub.stop()
+    assert stopped == ["worker done", "broker"]

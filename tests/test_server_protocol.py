@@ -163,3 +163,26 @@ async def test_the_disconnect_is_told_once_with_the_first_code() -> None:
     protocol.connection_lost(None)
     await turns(1)
     assert recorder.closed_with == [1000]
+
+
+async def test_frames_after_our_close_are_dropped_not_kept() -> None:
+    protocol, recorder, transport = await open_attached()
+    protocol.close_now(1008, "test")
+    protocol.data_received(b"".join(frame(OP_TEXT, b"x") for _ in range(3 * MESSAGES_PER_TURN)))
+    assert protocol._deferred is None
+    assert not transport.reading_paused  # the answer to our close must be read
+    assert recorder.texts == []
+
+
+async def test_a_held_receiver_gets_nothing_more_until_released() -> None:
+    protocol, recorder, transport = await open_attached()
+    protocol.hold_reading(True)
+    protocol.data_received(b"".join(frame(OP_TEXT, str(i).encode()) for i in range(10)))
+    assert recorder.texts == ["0"]
+    assert transport.reading_paused
+    await turns(3)
+    assert recorder.texts == ["0"]
+    protocol.hold_reading(False)
+    await turns(3)
+    assert recorder.texts == [str(i) for i in range(10)]
+    assert not transport.reading_paused

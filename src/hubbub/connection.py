@@ -105,6 +105,7 @@ class Connection:
         "_closing",
         "_direct",
         "_drained",
+        "_ended",
         "_finish",
         "_handle",
         "_held",
@@ -119,6 +120,7 @@ class Connection:
         "_queued_bytes",
         "_wakeup",
         "_worker",
+        "_workers",
         "_writer",
         "close_code",
         "close_timeout",
@@ -133,6 +135,7 @@ class Connection:
         limits: Limits,
         on_slow: Callable[[Connection], None],
         metrics: Metrics | None = None,
+        workers: set[asyncio.Task[None]] | None = None,
     ) -> None:
         self.websocket = websocket
         self.id = secrets.token_hex(4)  # "conn" in log lines
@@ -160,7 +163,9 @@ class Connection:
         self._finish: Callable[[], Awaitable[None]] | None = None
         self._inbox: deque[str] | None = None
         self._worker: asyncio.Task[None] | None = None
+        self._workers = workers  # every running worker of the hub, for its shutdown
         self._held = False
+        self._ended = False  # the disconnect has been seen (by texts() or the channel)
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -346,14 +351,15 @@ class Connection:
         from its data callbacks, so an idle connection holds no task and no coroutine.
         Elsewhere it runs the receive loop itself and returns after ``on_end``.
         """
-        if self._direct is not None:
+        if self._direct is not None and not self._ended:
             self._on_text = on_text
             self._on_end = on_end
             self._direct.attach(self)
             return
         try:
-            async for text in self.texts():
-                on_text(text)
+            if not self._ended:
+                async for text in self.texts():
+                    on_text(text)
         finally:
             on_end()
 
@@ -368,10 +374,11 @@ class Connection:
         :data:`INBOX_LIMIT` messages wait. An exception from ``handle`` is logged and
         closes the connection with 1011.
         """
-        if self._direct is None:
+        if self._direct is None or self._ended:
             try:
-                async for text in self.texts():
-                    await handle(text)
+                if not self._ended:
+                    async for text in self.texts():
+                        await handle(text)
             finally:
                 await on_end()
             return
@@ -381,7 +388,10 @@ class Connection:
 
     def _wake_worker(self) -> None:
         if self._worker is None:
-            self._worker = asyncio.get_running_loop().create_task(self._work())
+            worker = self._worker = asyncio.get_running_loop().create_task(self._work())
+            if self._workers is not None:
+                self._workers.add(worker)
+                worker.add_done_callback(self._workers.discard)
 
     async def _work(self) -> None:
         inbox = self._inbox
@@ -433,6 +443,7 @@ class Connection:
 
     def disconnected(self, code: int) -> None:
         """:class:`Receiver`: the connection is closing or gone."""
+        self._ended = True
         if self.close_code is None:
             self.close_code = code
         self._closing = True
@@ -459,6 +470,7 @@ class Connection:
                 if not self._closing:
                     yield text
             elif message["type"] == "websocket.disconnect":
+                self._ended = True
                 if self.close_code is None:
                     self.close_code = message.get("code", CloseCode.NORMAL)
                 self._closing = True

@@ -37,7 +37,7 @@ class FramingServerProtocol(ServerProtocol):
     # websockets' parser has everything (after a close frame, an error, or an invalid
     # frame). Class attributes are the initial values.
     _framing: bool | None = None
-    _pending = b""  # the start of an incomplete frame
+    _pending: bytearray | None = None  # the start of an incomplete frame
 
     def receive_data(self, data: bytes | bytearray) -> None:
         if self._framing is None:
@@ -50,15 +50,17 @@ class FramingServerProtocol(ServerProtocol):
         if not self._framing:
             super().receive_data(data)
             return
-        buffer = self._pending + data if self._pending else bytes(data)
-        self._pending = b""
+        pending = self._pending
+        if pending:
+            pending += data  # amortised: a frame arriving in many reads is not re-copied
+            buffer: bytes | bytearray = pending
+        else:
+            buffer = data
         size = len(buffer)
-        limit = self.max_message_size
-        if self.max_fragment_size is not None:
-            limit = self.max_fragment_size if limit is None else min(limit, self.max_fragment_size)
         events = self.events
         start = 0
         while size - start >= 2:
+            limit = self._frame_limit()
             first = buffer[start]
             second = buffer[start + 1]
             if first & 0x70 or (first & 0x0F) not in _FRAMEABLE or not second & 0x80:
@@ -93,15 +95,27 @@ class FramingServerProtocol(ServerProtocol):
                     self._pass_through(buffer[end:])
                     return
             start = end
-        if start < size:
-            self._pending = buffer[start:]
+        if pending:
+            del pending[:start]
+        elif start < size:
+            self._pending = bytearray(buffer[start:])
+
+    def _frame_limit(self) -> int | None:
+        # The largest next frame websockets accepts (as in Protocol.parse).
+        limit = self.max_message_size
+        if limit is not None and self.current_size is not None:
+            limit -= self.current_size
+        if self.max_fragment_size is not None:
+            limit = self.max_fragment_size if limit is None else min(limit, self.max_fragment_size)
+        return limit
 
     def _parsing(self) -> bool:
-        # Frames are still read: no parse error, no close frame received.
-        return self.parser_exc is None and self.close_rcvd is None
+        # websockets still reads frames: no parse error, no close frame received, not
+        # failed (fail() and a received close both end our side of the stream).
+        return self.parser_exc is None and self.close_rcvd is None and not self.eof_sent
 
-    def _pass_through(self, data: bytes) -> None:
+    def _pass_through(self, data: bytes | bytearray) -> None:
         self._framing = False
-        self._pending = b""
+        self._pending = None
         if data:
-            super().receive_data(data)
+            super().receive_data(bytes(data))

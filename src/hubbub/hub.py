@@ -66,6 +66,7 @@ class Hub:
         self._feeds: dict[str, RoomFeed] = {}
         self._opening: dict[str, asyncio.Future[RoomFeed]] = {}
         self._tasks: set[asyncio.Future[None]] = set()
+        self._workers: set[asyncio.Task[None]] = set()  # connections' serial workers
         self._users: dict[str, set[Connection]] = {}
         self._shutting_down = False
         self.presence = Presence(
@@ -92,6 +93,13 @@ class Hub:
     async def stop(self) -> None:
         """Disconnect the broker and close the store; connections are closed before this."""
         self._shutting_down = True
+        if self._workers:
+            # Closed connections finish their last messages and leave their rooms
+            # (presence is told) while the broker and the store are still there.
+            _, late = await asyncio.wait(set(self._workers), timeout=self.settings.shutdown_timeout)
+            for worker in late:
+                worker.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -111,7 +119,9 @@ class Hub:
 
     async def connect(self, websocket: WebSocket) -> Connection | None:
         """Accept ``websocket`` as a connection, or refuse it (1013) past the limit."""
-        connection = Connection(websocket, self.settings, self._on_slow_consumer, self.metrics)
+        connection = Connection(
+            websocket, self.settings, self._on_slow_consumer, self.metrics, self._workers
+        )
         await connection.accept()
         self.metrics.opened()
         if self._shutting_down or len(self.connections) >= self.settings.max_connections:

@@ -38,6 +38,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import Frame, Opcode
+from websockets.protocol import State
 
 from hubbub.config import Settings
 from hubbub.connection import DIRECT_EXTENSION, Receiver
@@ -50,6 +51,7 @@ WS_PROTOCOL = "hubbub.server:HubbubWebSocketProtocol"
 HTTP_PROTOCOL = "hubbub.server:HubbubHttpProtocol"
 
 _TEXT, _BINARY, _CONT = Opcode.TEXT, Opcode.BINARY, Opcode.CONT
+_DATA = frozenset((_TEXT, _BINARY, _CONT))
 _PING, _PONG = Opcode.PING, Opcode.PONG
 
 MESSAGES_PER_TURN = 64
@@ -232,6 +234,10 @@ class HubbubWebSocketProtocol(WebSocketsSansIOProtocol):
         self._receiver: Receiver | None = None
         self._deferred: list[Frame] | None = None  # frames left for the next turn
         self._held = False  # the receiver asked to stop reading for now
+        # Bytes that came after the handshake request but before our 101: read once the
+        # 101 is out (websockets would answer a ping in them ahead of the 101).
+        self._early = bytearray()
+        self._early_limit = 4 * max(settings.max_frame_bytes, 1024)
         self.conn_id = ""  # set by the Connection on this channel
 
     # -- DirectChannel ---------------------------------------------------------
@@ -251,7 +257,12 @@ class HubbubWebSocketProtocol(WebSocketsSansIOProtocol):
 
     def close_now(self, code: int, reason: str) -> None:
         """Close with ``code`` without waiting for buffer space; abort after the timeout."""
-        if self.close_sent or self.disconnected or self.transport.is_closing():
+        if (
+            self.close_sent
+            or self.disconnected
+            or self.transport.is_closing()
+            or self.conn.state is not State.OPEN  # the peer's close is being answered
+        ):
             return
         self.conn.send_close(code, reason)
         self.transport.write(b"".join(self.conn.data_to_send()))
@@ -278,9 +289,12 @@ class HubbubWebSocketProtocol(WebSocketsSansIOProtocol):
         self._update_reading()
 
     def hold_reading(self, hold: bool) -> None:
-        """Stop (or restart) reading from the socket while the receiver is behind."""
+        """Stop (or restart) reading from the socket while the receiver is behind;
+        frames already read wait too."""
         self._held = hold
         self._update_reading()
+        if not hold and self._deferred is not None:
+            self.loop.call_soon(self._next_turn)
 
     def _update_reading(self) -> None:
         # Attached: reading pauses while frames wait for the next turn or the receiver
@@ -294,6 +308,33 @@ class HubbubWebSocketProtocol(WebSocketsSansIOProtocol):
                 self.transport.resume_reading()
 
     # -- uvicorn overrides -----------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self._early or (self.handshake_initiated and not self.handshake_complete):
+            self._early += data
+            if len(self._early) > self._early_limit:
+                logger.info(
+                    "aborting %s: %d bytes sent before the handshake completed",
+                    self._peer(),
+                    len(self._early),
+                    extra=self._extra(),
+                )
+                self._early.clear()
+                self.transport.abort()
+            return
+        super().data_received(data)
+
+    def start_keepalive(self) -> None:
+        # Called by uvicorn right after the 101 is written.
+        super().start_keepalive()
+        if self._early:
+            self.loop.call_soon(self._read_early)
+
+    def _read_early(self) -> None:
+        data = bytes(self._early)
+        self._early.clear()
+        if data and not self.disconnected:
+            super().data_received(data)
 
     async def run_asgi(self) -> None:
         # uvicorn's, except that an endpoint which attached a receiver leaves the
@@ -338,7 +379,9 @@ class HubbubWebSocketProtocol(WebSocketsSansIOProtocol):
         budget = MESSAGES_PER_TURN
         for index, frame in enumerate(frames):
             opcode = frame.opcode
-            if opcode is _TEXT and frame.fin and not self.close_sent:
+            if self.close_sent and opcode in _DATA:
+                continue  # past our close only its answer matters: nothing is kept
+            if opcode is _TEXT and frame.fin:
                 # The common case, without uvicorn's fragment bookkeeping.
                 try:
                     text = bytes(frame.data).decode()
@@ -365,17 +408,20 @@ class HubbubWebSocketProtocol(WebSocketsSansIOProtocol):
                 continue
             if frame.fin:
                 budget -= 1
-                if budget == 0 and index + 1 < len(frames):
+                if (budget == 0 or self._held) and index + 1 < len(frames):
                     self._defer(frames[index + 1 :])
                     return
 
     def _defer(self, frames: list[Frame]) -> None:
         self._deferred = frames
         self._update_reading()
-        self.loop.call_soon(self._next_turn)
+        if not self._held:  # else hold_reading(False) brings the next turn
+            self.loop.call_soon(self._next_turn)
 
     def _next_turn(self) -> None:
-        frames, self._deferred = self._deferred or [], None
+        if self._held or self._deferred is None:
+            return
+        frames, self._deferred = self._deferred, None
         if not self.disconnected:
             self._handle_frames(frames)
         self._update_reading()
@@ -437,6 +483,10 @@ class HubbubWebSocketProtocol(WebSocketsSansIOProtocol):
             self.close_now(CloseCode.INTERNAL_ERROR, "internal error")
 
     def keepalive_timeout(self) -> None:
+        if self.close_sent or self.transport.is_closing():
+            self.pong_timer = None
+            self.pending_ping_payload = None
+            return  # a close is under way, with its own deadline
         logger.info(
             "closing %s: no pong within %.1fs",
             self._peer(),

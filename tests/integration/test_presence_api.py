@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import time
@@ -138,3 +139,23 @@ def test_openapi_documents_the_api(server: ServerProcess) -> None:
         paths = json.loads(response.read())["paths"]
     assert {"/api/v1/rooms", "/api/v1/rooms/{room}/messages", "/api/v1/rooms/{room}/presence",
             "/api/v1/users/{user}/connections"} <= set(paths)  # fmt: skip
+
+
+async def test_a_stopped_process_says_goodbye_for_its_members(
+    start_server: Callable[..., ServerProcess], tmp_path: Any
+) -> None:
+    # A long presence interval: "left" can only come from the stopping process itself,
+    # not from its silence (that would take three intervals, 3 minutes here).
+    args = ("--broker-url", service_url("redis"), "--store-url", f"sqlite:///{tmp_path}/s.db",
+            "--jwt-secret", SECRET, "--presence-interval", "60")  # fmt: skip
+    a, b = start_server(*args), start_server(*args)
+    ann = await RoomClient.open(a.ws(""), query=f"token={token('ann')}")
+    await ann.join("lobby")
+    cid = await RoomClient.open(b.ws(""), query=f"token={token('cid')}")
+    await cid.join("lobby")
+    await ann.next_of("presence", joined=["Cid"])
+    b.signal(signal.SIGTERM)
+    assert await asyncio.to_thread(b.wait) == 0  # the clients keep answering meanwhile
+    await ann.next_of("presence", left=["Cid"])
+    assert "Traceback" not in b.log
+    await ann.close()
