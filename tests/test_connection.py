@@ -265,6 +265,8 @@ async def serial_connection() -> tuple[Connection, FakeDirect, list[str], list[s
         await asyncio.sleep(0)
         if text == "boom":
             raise RuntimeError("endpoint bug")
+        if text == "stray cancel":
+            raise asyncio.CancelledError  # e.g. a library's future cancelled under us
         handled.append(text)
 
     async def on_end() -> None:
@@ -321,3 +323,11 @@ async def test_serial_idle_connection_holds_no_task() -> None:
     await settle()
     assert handled == ["x"]
     assert connection._worker is None
+
+
+async def test_serial_handler_hit_by_a_stray_cancellation_closes_1011_and_still_ends() -> None:
+    connection, direct, _, ended = await serial_connection()
+    connection.receive_text("stray cancel")
+    await settle()
+    assert direct.closed == (1011, "internal error")
+    assert ended == ["after 0"]

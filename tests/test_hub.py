@@ -138,3 +138,37 @@ async def test_stop_lets_connection_workers_finish_before_the_broker_stops(
     worker.add_done_callback(hub._workers.discard)
     await hub.stop()
     assert stopped == ["worker done", "broker"]
+
+
+async def test_a_join_survives_the_room_closing_under_it(tmp_path: Path) -> None:
+    # The room's last member leaves while a new member's join is reading the store:
+    # the join opens the room again instead of failing.
+    from hubbub.auth import Identity
+
+    store = store_from_url(f"sqlite:///{tmp_path}/h.db")
+    hub = Hub(Settings(), MemoryBroker(), store)
+    await hub.start()
+    gate = asyncio.Event()
+    gate.set()
+    last_seq = store.last_seq
+
+    async def gated_last_seq(room: str) -> int:
+        await gate.wait()
+        return await last_seq(room)
+
+    store.last_seq = gated_last_seq  # type: ignore[method-assign]
+    old, new = SpyConnection(), SpyConnection()
+    ann = Identity("ann", "Ann", ("*",), ("*",))
+    bob = Identity("bob", "Bob", ("*",), ("*",))
+    await hub.join_room(old, "r", ann, None, lambda last, members: None)  # type: ignore[arg-type]
+    gate.clear()
+    joining = asyncio.create_task(
+        hub.join_room(new, "r", bob, None, lambda last, members: None)  # type: ignore[arg-type]
+    )
+    for _ in range(5):
+        await asyncio.sleep(0)  # the join now waits in last_seq
+    assert await hub.leave_room(old, "r")  # type: ignore[arg-type]
+    gate.set()
+    await joining
+    assert hub.is_member(new, "r")  # type: ignore[arg-type]
+    await hub.stop()

@@ -405,17 +405,23 @@ class Connection:
                     direct.hold_reading(False)
                 try:
                     await self._handle(text)
+                except asyncio.CancelledError:
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        raise  # the worker itself is cancelled (shutdown)
+                    self._failed()  # a cancellation escaped from below: a bug
                 except Exception:
-                    logger.exception(
-                        "conn %s: the endpoint failed", self.id, extra={"conn": self.id}
-                    )
-                    self.close(CloseCode.INTERNAL_ERROR, "internal error")
+                    self._failed()
             finish = self._finish
             if finish is not None and self._closing:
                 self._finish = None  # closing, and every message that counts is done
                 await finish()
         finally:
             self._worker = None
+
+    def _failed(self) -> None:
+        logger.exception("conn %s: the endpoint failed", self.id, extra={"conn": self.id})
+        self.close(CloseCode.INTERNAL_ERROR, "internal error")
 
     def receive_text(self, text: str) -> None:
         """:class:`Receiver`: a text message from the direct channel."""

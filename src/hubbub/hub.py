@@ -289,11 +289,11 @@ class Hub:
         """
         while True:
             feed = await self._open_feed(room)
-            if self._feeds.get(room) is feed:  # not closed while we waited for it
+            if self._feeds.get(room) is not feed:
+                continue  # closed by its last member's leave while we waited: again
+            last = await self.store.last_seq(room)  # read after subscribing: nothing between
+            if self._feeds.get(room) is feed:
                 break
-        last = await self.store.last_seq(room)  # read after subscribing: nothing between
-        if self._feeds.get(room) is not feed:
-            raise RuntimeError(f"room {room} closed while joining")
         if self.presence.name_taken(room, identity.name, identity.user):
             if not feed.members:
                 await self._close_feed(room)

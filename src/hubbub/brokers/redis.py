@@ -57,7 +57,15 @@ class RedisBroker(RemoteBroker):
             self._confirmations[name] = confirmed
         await self._pubsub.subscribe(name)
         if self._connected:  # the listener reads the confirmation; before it runs, don't wait
-            await asyncio.shield(confirmed)
+            try:
+                await asyncio.shield(confirmed)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise  # we are cancelled ourselves
+                # _disconnect gave up on the confirmation: the connection was lost, and
+                # the supervisor subscribes again once it is back.
+                raise ConnectionError(f"connection lost while subscribing to {name}") from None
 
     async def _unsubscribe_remote(self, channel: str) -> None:
         assert self._pubsub is not None
