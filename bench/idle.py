@@ -18,13 +18,11 @@ import asyncio
 import base64
 import os
 import resource
-import shutil
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from pathlib import Path
+
+import serverproc
 
 
 def parse_args() -> argparse.Namespace:
@@ -35,20 +33,6 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--pid", type=int, help="the running server's process id")
     p.add_argument("--port", type=int, default=18123)
     return p.parse_args()
-
-
-def rss_kib(pid: int) -> int:
-    """VmRSS of ``pid`` and its children, in KiB."""
-    pids = [pid]
-    children = Path(f"/proc/{pid}/task/{pid}/children")
-    if children.exists():
-        pids += [int(c) for c in children.read_text().split()]
-    total = 0
-    for p in pids:
-        for line in Path(f"/proc/{p}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1])
-    return total
 
 
 async def open_idle(host: str, port: int, path: str) -> asyncio.StreamWriter:
@@ -67,7 +51,8 @@ async def open_idle(host: str, port: int, path: str) -> asyncio.StreamWriter:
 
 
 async def measure(args: argparse.Namespace, host: str, port: int, pid: int) -> None:
-    before = rss_kib(pid)
+    pids = serverproc.tree_pids(pid)
+    before = serverproc.rss_kib(pids)
     limit = asyncio.Semaphore(100)
     writers: list[asyncio.StreamWriter] = []
 
@@ -77,7 +62,7 @@ async def measure(args: argparse.Namespace, host: str, port: int, pid: int) -> N
 
     await asyncio.gather(*(one(i) for i in range(args.k)))
     await asyncio.sleep(2)
-    after = rss_kib(pid)
+    after = serverproc.rss_kib(pids)
     print(
         f"| {args.path} | {len(writers)} | {before / 1024:.1f} → {after / 1024:.1f} | "
         f"{(after - before) / args.k:.2f} |"
@@ -100,33 +85,12 @@ def main() -> None:
         asyncio.run(measure(args, host, int(port), args.pid))
         return
     with tempfile.TemporaryDirectory(prefix="hubbub-idle-") as tmp:
-        command = [
-            sys.executable, "-m", "hubbub", "serve", "--port", str(args.port),
-            "--log-level", "warning", "--store-url", f"sqlite:///{tmp}/idle.db",
-        ]  # fmt: skip
-        if (os.cpu_count() or 1) >= 2 and shutil.which("taskset"):
-            command = ["taskset", "-c", "0", *command]
-            os.sched_setaffinity(0, set(range(1, os.cpu_count() or 2)))
-        server = subprocess.Popen(command, start_new_session=True)
+        server = serverproc.start(args.port, "--store-url", f"sqlite:///{tmp}/idle.db")
         try:
-            deadline = time.monotonic() + 30
-            while True:
-                try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{args.port}/readyz", timeout=1):
-                        break
-                except OSError:
-                    if time.monotonic() > deadline or server.poll() is not None:
-                        sys.exit("the server did not become ready")
-                    time.sleep(0.1)
             time.sleep(0.5)
             asyncio.run(measure(args, "127.0.0.1", args.port, server.pid))
         finally:
-            server.terminate()
-            try:
-                server.wait(30)
-            except subprocess.TimeoutExpired:
-                server.kill()
-                server.wait()
+            serverproc.stop(server)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import shutil
 import signal
 import statistics
@@ -28,9 +27,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
+import serverproc
 from websockets.asyncio.client import ClientConnection, connect
 
 HERE = Path(__file__).resolve().parent
@@ -89,61 +88,16 @@ class Member:
                 print(f"error frame: {frame}", file=sys.stderr)
 
 
-def start_servers(args: argparse.Namespace, workdir: Path) -> tuple[subprocess.Popen[str], str]:
+def start_server(args: argparse.Namespace, workdir: Path) -> tuple[subprocess.Popen[str], str]:
     port = 18000 + os.getpid() % 1000
     store = args.store_url or f"sqlite:///{workdir}/bench.db"
-    command = [
-        sys.executable, "-m", "hubbub", "serve", "--port", str(port), "--log-level", "warning",
+    server = serverproc.start(
+        port,
         "--workers", str(args.workers), "--broker-url", args.broker_url, "--store-url", store,
         "--rate-per-second", "100000", "--rate-burst", "100000",
         "--max-rooms-per-connection", "1000",
-    ]  # fmt: skip
-    if (os.cpu_count() or 1) >= 2 and shutil.which("taskset"):
-        command = ["taskset", "-c", "0", *command]
-        os.sched_setaffinity(0, set(range(1, os.cpu_count() or 2)))
-    server = subprocess.Popen(command, start_new_session=True)
-    deadline = time.monotonic() + 30
-    while True:  # ready when /readyz answers 200 (a worker is up and its broker connected)
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if server.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit("the server did not start")
-        time.sleep(0.1)
+    )  # fmt: skip
     return server, f"ws://127.0.0.1:{port}"
-
-
-def tree_pids(pid: int) -> list[int]:
-    out = subprocess.run(
-        ["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True, check=False
-    )
-    children = [int(p) for p in out.stdout.split()]
-    return [pid] + [q for c in children for q in tree_pids(c)]
-
-
-def cpu_seconds(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-        except FileNotFoundError:
-            pass
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def rss_mib(pids: list[int]) -> float:
-    total = 0
-    for pid in pids:
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-            total += int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
-        except (FileNotFoundError, AttributeError):
-            pass
-    return total / 1024
 
 
 async def load(args: argparse.Namespace, url: str, pids: list[int]) -> dict[str, object]:
@@ -166,7 +120,7 @@ async def load(args: argparse.Namespace, url: str, pids: list[int]) -> dict[str,
     senders = [members[i * args.members] for i in range(args.rooms)]  # the first of each room
     pad = "x" * max(0, args.text_bytes - 20)
     interval = 1.0 / args.rate
-    cpu_before, t0 = cpu_seconds(pids), time.perf_counter()
+    cpu_before, t0 = serverproc.cpu_seconds(pids), time.perf_counter()
     sent = 0
     deadline = t0 + args.seconds
     while (now := time.perf_counter()) < deadline:
@@ -185,7 +139,7 @@ async def load(args: argparse.Namespace, url: str, pids: list[int]) -> dict[str,
             break
         await asyncio.sleep(0.05)
     elapsed = time.perf_counter() - t0
-    cpu = cpu_seconds(pids) - cpu_before
+    cpu = serverproc.cpu_seconds(pids) - cpu_before
     received = sum(m.received for m in members)
     for m in members:
         await m.ws.close()
@@ -201,7 +155,7 @@ async def load(args: argparse.Namespace, url: str, pids: list[int]) -> dict[str,
         "dup": sum(m.duplicates for m in members),
         "gaps": sum(m.gaps for m in members),
         "server cpu %": 100 * cpu / elapsed,
-        "server RSS MiB": rss_mib(pids),
+        "server RSS MiB": serverproc.rss_kib(pids) / 1024,
         "sent": sent,
     }
 
@@ -214,8 +168,8 @@ def main() -> None:
         if args.url:
             url, pids = args.url, []
         else:
-            server, url = start_servers(args, Path(tmp))
-            pids = tree_pids(server.pid)
+            server, url = start_server(args, Path(tmp))
+            pids = serverproc.tree_pids(server.pid)
         try:
             if args.profile and server is not None:
                 py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
@@ -231,8 +185,7 @@ def main() -> None:
                 profiler.send_signal(signal.SIGINT)
                 profiler.wait(30)
             if server is not None:
-                os.killpg(server.pid, signal.SIGTERM)
-                server.wait(30)
+                serverproc.stop(server)
     store = args.store_url or "sqlite"
     label = (
         f"{args.rooms}x{args.members}, {args.rate:g}/s, {store.split(':')[0]}, "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -9,7 +10,9 @@ import subprocess
 import sys
 import tempfile
 import threading
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 _RUNNING = re.compile(r"Uvicorn running on http://127\.0\.0\.1:(\d+)")
 _STARTED = re.compile(r"Application startup complete")
@@ -138,3 +141,9 @@ class ServerProcess:
 
     def http(self, path: str) -> str:
         return f"http://127.0.0.1:{self.port}{path}"
+
+    def readyz(self) -> dict[str, Any]:
+        """The body of ``/readyz`` (which must answer 200)."""
+        with urllib.request.urlopen(self.http("/readyz"), timeout=10) as response:
+            body: dict[str, Any] = json.loads(response.read())
+            return body

@@ -7,9 +7,7 @@ import json
 import socket
 import struct
 import time
-import urllib.request
 from collections.abc import Callable
-from typing import Any
 
 from websockets.sync.client import connect
 
@@ -17,11 +15,6 @@ from tests.rawws import OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, RawWebSo
 from tests.servers import ServerProcess
 
 TIMEOUT = 10
-
-
-def readyz(server: ServerProcess) -> dict[str, Any]:
-    with urllib.request.urlopen(server.http("/readyz"), timeout=TIMEOUT) as response:
-        return json.loads(response.read())  # type: ignore[no-any-return]
 
 
 def assert_serving(server: ServerProcess) -> None:
@@ -180,6 +173,6 @@ def test_a_client_gone_before_its_hello_is_forgotten(server: ServerProcess) -> N
         raw.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         raw.close()  # TCP reset, no close frame
     deadline = time.monotonic() + 20
-    while (connections := readyz(server)["connections"]) and time.monotonic() < deadline:
+    while (connections := server.readyz()["connections"]) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert connections == 0

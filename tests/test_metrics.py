@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import urllib.request
 from collections.abc import Callable
 
@@ -166,12 +165,6 @@ async def test_a_slow_consumer_is_counted_with_its_outbox_peak(
     await sender.close()
 
 
-def readyz(server: ServerProcess) -> dict[str, object]:
-    with urllib.request.urlopen(server.http("/readyz"), timeout=TIMEOUT) as response:
-        body: dict[str, object] = json.loads(response.read())
-        return body
-
-
 async def test_with_workers_a_scrape_adds_up_every_process(
     start_server: Callable[..., ServerProcess],
 ) -> None:
@@ -187,7 +180,7 @@ async def test_with_workers_a_scrape_adds_up_every_process(
             clients.append(ws)
         per_pid = {}
         for _ in range(100):  # whichever worker answers tells its own count
-            body = readyz(server)
+            body = server.readyz()
             per_pid[body["pid"]] = body["connections"]
             if len(per_pid) == 2:
                 break

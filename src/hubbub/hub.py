@@ -150,10 +150,7 @@ class Hub:
         a channel left empty is unsubscribed in the background."""
         self._forget(connection)
         for channel in [c for c, members in self._members.items() if connection in members]:
-            members = self._members[channel]
-            members.discard(connection)
-            if not members:
-                del self._members[channel]
+            if self._remove_member(channel, connection):
                 self._spawn(self._unsubscribe_if_unused(channel))
         connection.release()
 
@@ -229,13 +226,19 @@ class Hub:
 
     async def leave(self, channel: str, connection: Connection) -> None:
         """Remove ``connection`` from ``channel``; unsubscribes the broker when empty."""
+        if self._remove_member(channel, connection):
+            await self._unsubscribe(channel)
+
+    def _remove_member(self, channel: str, connection: Connection) -> bool:
+        # True when the channel has no member left on this process (and is forgotten).
         members = self._members.get(channel)
         if members is None:
-            return
+            return False
         members.discard(connection)
-        if not members:
-            del self._members[channel]
-            await self._unsubscribe(channel)
+        if members:
+            return False
+        del self._members[channel]
+        return True
 
     def publish(self, channel: str, text: str) -> None:
         """Send ``text`` to every member of ``channel`` on every process.

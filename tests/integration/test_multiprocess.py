@@ -2,19 +2,11 @@
 
 from __future__ import annotations
 
-import json
-import urllib.request
 from collections.abc import Callable
 
 from tests.integration.chat import ChatClient
 from tests.servers import ServerProcess
 from tests.services import service_url
-
-
-def readyz(server: ServerProcess) -> dict[str, object]:
-    with urllib.request.urlopen(server.http("/readyz"), timeout=10) as response:
-        body: dict[str, object] = json.loads(response.read())
-        return body
 
 
 async def test_two_servers_are_one_chat(
@@ -44,7 +36,7 @@ async def test_two_servers_are_one_chat(
     await three.wait_for("Client #1 left the chat")
     await three.close()
     for server in (a, b):
-        assert readyz(server)["status"] == "ready"
+        assert server.readyz()["status"] == "ready"
 
 
 async def test_workers_share_the_broker(
@@ -54,7 +46,7 @@ async def test_workers_share_the_broker(
     server = start_server("--broker-url", url, "--workers", "2")
     clients = [await ChatClient.join(server.ws(""), i) for i in range(12)]
     # Both workers answer (the kernel spreads connections over the processes' accepts).
-    pids = {readyz(server)["pid"] for _ in range(40)}
+    pids = {server.readyz()["pid"] for _ in range(40)}
     for client in clients:
         await client.say(f"hi from {client.client_id}")
     expected = [f"Client #{i} says: hi from {i}" for i in range(12)]
