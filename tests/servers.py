@@ -6,10 +6,12 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -58,7 +60,22 @@ class ServerProcess:
             int(self.args[self.args.index("--workers") + 1]) if "--workers" in self.args else 1
         )
         self.wait_for_log(_STARTED, START_TIMEOUT, count=workers)
+        if workers > 1:
+            # A worker logs its start-up before it listens on the socket the parent bound
+            # (until then a connection is refused): wait until one does.
+            self._wait_accepting()
         return self
+
+    def _wait_accepting(self) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=5):
+                    return
+            except ConnectionRefusedError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)  # polling: a listen() has no event to wait on
 
     def _read(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None

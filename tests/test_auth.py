@@ -126,12 +126,15 @@ def test_public_key_algorithms(tmp_path: Path, algorithm: str) -> None:
     assert not auth.guests  # a key is configured: no guests unless asked
 
 
+GUEST_SECRET = "g" * 64
+
+
 def test_guests_default_on_without_tokens_and_off_with_them() -> None:
-    embedded = Authenticator(Settings())
+    embedded = Authenticator(Settings(), guest_secret=lambda: GUEST_SECRET)
     assert embedded.guests and not embedded.tokens
     guest = embedded.guest("Ann Lee")
-    assert guest.guest and guest.user == "guest:Ann Lee" and guest.can_write("anything")
-    assert embedded.guest("Ann Lee") == guest  # a guest is its name: reconnects resume
+    assert guest.guest and guest.user.startswith("guest:") and guest.can_write("anything")
+    assert guest.name == "Ann Lee"
     with pytest.raises(AuthError):
         embedded.verify(token({}))
     secured = Authenticator(Settings(jwt_secret=SECRET))
@@ -143,11 +146,95 @@ def test_guests_default_on_without_tokens_and_off_with_them() -> None:
     assert visitor.can_read("public-1") and not visitor.can_read("team-red")
 
 
-@pytest.mark.parametrize("name", ["", " lead", "x" * 33, "<b>", "a\nb", "semi;colon"])
+def test_two_guests_of_one_name_are_two_users_and_a_guest_token_brings_one_back() -> None:
+    auth = Authenticator(Settings(), guest_secret=lambda: GUEST_SECRET)
+    first, second = auth.guest("Zed"), auth.guest("Zed")
+    assert first.user != second.user  # the second person is not the first
+    held = auth.guest_token(first)
+    assert held is not None
+    assert auth.guest(None, held) == first  # the same person again, from any process
+    renamed = auth.guest("Zeddy", held)
+    assert (renamed.user, renamed.name) == (first.user, "Zeddy")
+
+
+def test_guest_tokens_are_no_user_tokens_and_forgeries_are_refused() -> None:
+    auth = Authenticator(
+        Settings(jwt_secret=SECRET, guests=True), guest_secret=lambda: GUEST_SECRET
+    )
+    held = auth.guest_token(auth.guest("Zed"))
+    assert held is not None
+    assert refused(auth, held) == "unauthorized"  # not a user token
+    user_token = token({"sub": "guest:000000000000", "name": "Zed"})
+    forged = jwt.encode(
+        {"sub": "guest:1", "name": "Zed", "typ": "hubbub-guest", "exp": int(time.time()) + 60},
+        "not the secret" * 4,
+        algorithm="HS256",
+    )
+    expired = jwt.encode(
+        {"sub": "guest:1", "name": "Zed", "typ": "hubbub-guest", "exp": int(time.time()) - 60},
+        GUEST_SECRET,
+        algorithm="HS256",
+    )
+    for bad in (user_token, forged, expired, "garbage", held[:-2]):
+        with pytest.raises(AuthError) as caught:
+            auth.guest(None, bad)
+        assert caught.value.code == "unauthorized", bad
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "",
+        " lead",
+        "x" * 33,
+        "<b>",
+        "a\nb",
+        "semi;colon",
+        "alice\n",
+        "\u3164",
+        "Ann\u200b",
+        "\u0410lice",
+        "Ann\ufe0f",
+        "\u115f\u1160",
+    ],
+)
 def test_bad_guest_names_are_refused(name: str) -> None:
     with pytest.raises(AuthError) as caught:
         Authenticator(Settings()).guest(name)
     assert caught.value.code == "invalid_name"
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [
+        ("\uff21lice", "Alice"),
+        ("\u0410\u043b\u0438\u0441\u0430", "\u0410\u043b\u0438\u0441\u0430"),
+        ("O'Neil", "O'Neil"),
+        ("e\u0301", "\u00e9"),
+        ("\u5c71\u7530\u305f\u308d\u3046", "\u5c71\u7530\u305f\u308d\u3046"),
+    ],
+)
+def test_guest_names_are_normalised(given: str, kept: str) -> None:
+    assert Authenticator(Settings()).guest(given).name == kept
+
+
+def test_token_names_are_normalised_and_may_not_hide_characters(auth: Authenticator) -> None:
+    assert auth.verify(token({"name": "\uff21lice, PhD"})).name == "Alice, PhD"
+    for hidden in ["Alice\n", "\u3164", "Al\u200bice", "   "]:
+        assert refused(auth, token({"name": hidden})) == "unauthorized", hidden
+
+
+@pytest.mark.parametrize("exp", [10**400, 2**53 + 1, 1e300])
+def test_an_exp_out_of_range_is_refused(auth: Authenticator, exp: int | float) -> None:
+    assert refused(auth, token({"exp": exp})) == "unauthorized"
+
+
+def test_an_infinite_exp_is_refused(auth: Authenticator) -> None:
+    header = base64.urlsafe_b64encode(b'{"alg":"HS256","typ":"JWT"}').rstrip(b"=")
+    body = base64.urlsafe_b64encode(b'{"sub":"a","exp":1e400}').rstrip(b"=")
+    signature = hmac.new(SECRET.encode(), header + b"." + body, hashlib.sha256).digest()
+    raw = b".".join([header, body, base64.urlsafe_b64encode(signature).rstrip(b"=")])
+    assert refused(auth, raw.decode()) == "unauthorized"
 
 
 def test_created_tokens_verify() -> None:

@@ -137,8 +137,9 @@ async def test_guest_rules_and_unique_names(start_server: Callable[..., ServerPr
     mark = len(ann.frames)
     await ann.send(type="join", room="private")
     assert (await ann.next_of("error", mark))["code"] == "forbidden"
-    # The same guest name again (a second tab, a reconnection) is the same guest.
-    tab = await RoomClient.open(server.ws(""), "Ann")
+    # The same guest again (a second tab, a reconnection) comes with its guest token.
+    held = (await ann.next_of("welcome"))["guest_token"]
+    tab = await RoomClient.open(server.ws(""), query=f"guest={held}")
     assert (await tab.join("public-1"))["members"] == ["Ann"]
     # A user with a token and the same display name is someone else: refused in that room.
     impostor = await RoomClient.open(

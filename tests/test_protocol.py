@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import msgspec
 import pytest
@@ -77,6 +78,56 @@ def test_refusals_say_why(raw: str, code: ErrorCode, ref: str | int | None) -> N
     assert frame.get("ref") == ref
 
 
+DEEP = 50_000  # far beyond the parser's depth (the interpreter's recursion limit)
+_typed = msgspec.json.Decoder(protocol.ClientFrame)
+
+
+@pytest.mark.parametrize(
+    ("raw", "typed_fails_with"),
+    [
+        # The typed decode refuses early; the untyped one (for the code and ref) recurses.
+        ("[" * DEEP, msgspec.ValidationError),
+        ('{"type":"send","room":"r","text":' + "[" * DEEP, msgspec.ValidationError),
+        ('{"type":"hello","ref":"h","name":' + '{"a":' * DEEP, msgspec.ValidationError),
+        # The typed decode itself recurses, skipping an unknown field.
+        ('{"type":"ping","x":' + "[" * DEEP, RecursionError),
+        ('{"type":"hello","name":"x","x":' + "[" * DEEP + "]" * DEEP + "}", RecursionError),
+        ('{"x":' * DEEP + "1" + "}" * DEEP, RecursionError),
+    ],
+)
+def test_deeply_nested_json_is_a_bad_frame(raw: str, typed_fails_with: type[Exception]) -> None:
+    # Pin which decode path each input takes, so neither path goes untested.
+    with pytest.raises(typed_fails_with):
+        _typed.decode(raw)
+    for text in (raw, raw.encode()):
+        error = refused(text)
+        assert (error.code, error.ref) == (ErrorCode.BAD_FRAME, None)
+        assert "nested" in error.message
+        assert json.loads(protocol.error(error))["code"] == "bad_frame"
+
+
+@pytest.mark.parametrize(
+    ("raw", "typed_fails_with"),
+    [
+        # Found by fuzz/decode.py: msgspec raises UnicodeError, not DecodeError, for a
+        # string that is not UTF-8 (bytes) or cannot be (a str with a lone surrogate).
+        (b'{"type":"\x83"}', UnicodeDecodeError),
+        (b'{"type":"send","room":"r","text":"\xff"}', UnicodeDecodeError),
+        (b'{"\x83":1}', msgspec.ValidationError),  # the untyped decode fails on it
+        ('{"type":"\ud800"}', UnicodeEncodeError),
+        ("\ud800", UnicodeEncodeError),
+    ],
+)
+def test_text_that_is_not_utf8_is_bad_json(
+    raw: str | bytes, typed_fails_with: type[Exception]
+) -> None:
+    with pytest.raises(typed_fails_with):
+        _typed.decode(raw)
+    error = refused(raw)
+    assert (error.code, error.ref) == (ErrorCode.BAD_JSON, None)
+    assert json.loads(protocol.error(error))["code"] == "bad_json"
+
+
 def test_server_frames_encode_as_documented() -> None:
     message = protocol.Message(
         room="r", seq=3, sender="ann", text="hi", ts="2026-01-01T00:00:00.000Z"
@@ -126,11 +177,17 @@ def test_timestamp_is_iso8601_utc_with_milliseconds() -> None:
     assert ts.endswith("Z") and len(ts) == len("2026-01-01T00:00:00.000Z")
 
 
+def _containers(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    # A named function: hypothesis inspects its source to see that it recurses, which
+    # fails for a multi-line lambda (a deprecation warning, an error under -W error).
+    return st.lists(children, max_size=4) | st.dictionaries(
+        st.text(max_size=8), children, max_size=4
+    )
+
+
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
-    ),
+    _containers,
     max_leaves=12,
 )
 

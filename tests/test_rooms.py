@@ -40,6 +40,7 @@ class Sink:
     """A connection stand-in recording the seq of every message frame."""
 
     closing = False
+    crowded = False  # reads as fast as anything is sent
 
     def __init__(self) -> None:
         self.seqs: list[int] = []

@@ -14,7 +14,14 @@ async def test_join_send_ack_and_everyone_gets_the_message(server: ServerProcess
     ann = await RoomClient.open(server.ws(""), "ann")
     bob = await RoomClient.open(server.ws(""), "bob")
     joined = await ann.join("lobby")
-    assert joined == {"type": "joined", "room": "lobby", "seq": 0, "members": ["ann"]}
+    epoch = (await ann.next_of("welcome"))["epoch"]
+    assert joined == {
+        "type": "joined",
+        "room": "lobby",
+        "seq": 0,
+        "members": ["ann"],
+        "epoch": epoch,
+    }
     assert (await bob.join("lobby"))["members"] == ["ann", "bob"]
     ack = await ann.say("lobby", "hello", ref="r1")
     assert ack == {"type": "ack", "room": "lobby", "seq": 1, "ref": "r1"}
@@ -207,3 +214,17 @@ def test_sends_in_one_write_are_stored_and_acked_in_order(server: ServerProcess)
     assert [(a["ref"], a["seq"]) for a in acks] == [(i, i + 1) for i in range(count)]
     assert [m["text"] for m in messages] == [str(i) for i in range(count)]
     raw.close()
+
+
+async def test_empty_text_is_refused_as_in_the_http_api(server: ServerProcess) -> None:
+    ann = await RoomClient.open(server.ws(""), "ann")
+    await ann.join("lobby")
+    mark = len(ann.frames)
+    await ann.send(type="send", room="lobby", text="", ref="e")
+    assert (await ann.next_of("error", mark)) == {
+        "type": "error",
+        "code": "bad_frame",
+        "message": "text is empty",
+        "ref": "e",
+    }
+    await ann.close()

@@ -9,13 +9,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from fastapi_offline import FastAPIOffline
 
 from hubbub.auth import Authenticator
 from hubbub.brokers import broker_from_url
 from hubbub.config import Settings
 from hubbub.hub import Hub
 from hubbub.metrics import Metrics
-from hubbub.routes.api import api_router
+from hubbub.routes.api import ApiKeyGate, api_router
 from hubbub.routes.rooms import rooms_router
 from hubbub.routes.seed import seed_router
 from hubbub.routes.web import web_router
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         buffer_messages=settings.broker_buffer_messages,
         buffer_bytes=settings.broker_buffer_bytes,
         backoff_max=settings.broker_backoff_max,
+        namespace=settings.namespace,
     )
     store = store_from_url(
         settings.store_url,
@@ -51,11 +53,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await hub.stop()
             metrics.process_exited()
 
-    app = FastAPI(title="Hubbub", version="0.1.0", lifespan=lifespan)
+    # /docs with Swagger UI's script and style served from a package, not a CDN; no
+    # validator badge (it calls validator.swagger.io) and no ReDoc (its page fetches
+    # its logo from redocly's CDN).
+    app = FastAPIOffline(
+        title="Hubbub",
+        version="0.1.0",
+        lifespan=lifespan,
+        redoc_url=None,
+        swagger_ui_parameters={"validatorUrl": None},
+    )
+    app.add_middleware(ApiKeyGate, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes)
     app.state.hub = hub
     app.state.settings = settings
     app.include_router(seed_router(hub))
-    app.include_router(rooms_router(hub, Authenticator(settings)))
+    # Guest tokens are signed with the deployment's secret, known once the store started.
+    authenticator = Authenticator(settings, guest_secret=lambda: hub.store.deployment.secret)
+    app.include_router(rooms_router(hub, authenticator))
     app.include_router(api_router(hub))
     app.include_router(web_router())
 

@@ -10,13 +10,21 @@ chosen display name. Token claims:
 
 Patterns are shell-style (``fnmatch``, case-sensitive). Only the configured algorithm
 is accepted, so ``alg: none`` and a token signed for another key type are refused.
+
+A guest gets a *guest token* with its identity: a JWT signed with the deployment's own
+secret (made with the store, so every process verifies it), never with the user-token
+key, and marked as a guest's, so neither kind passes for the other.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import math
 import re
+import secrets
 import time
+import unicodedata
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +34,25 @@ import jwt
 from hubbub.config import Settings
 from hubbub.errors import ConfigurationError, HubbubError
 
-NAME = re.compile(r"^\w[\w .'-]{0,31}$")
+GUEST_NAME = re.compile(r"\w[\w .'-]{0,31}")  # matched whole (fullmatch)
+TOKEN_NAME_MAX = 64
+GUEST_TOKEN_TYPE = "hubbub-guest"
+GUEST_TOKEN_TTL = 30 * 86400
+GUEST_PREFIX = "guest:"
+MAX_EXP = 2**53  # an exp beyond this (the year 285 million) is not a date but an attack
+# Letters or fillers that show nothing (NFKC turns U+3164 into U+1160, a "letter").
+INVISIBLE = frozenset(
+    {0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x180E, 0x2800, 0x3164, 0xFFA0, 0x1D159}
+    | set(range(0x180B, 0x1810))  # Mongolian variation selectors and vowel separator
+    | set(range(0xFE00, 0xFE10))  # variation selectors
+    | set(range(0xE0100, 0xE01F0))
+    | set(range(0x1D173, 0x1D17B))
+)
+# Categories that are never part of a name: controls, format characters (U+200B, bidi
+# marks), unassigned, private use, surrogates, line and paragraph separators.
+HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cn", "Co", "Cs", "Zl", "Zp"})
+# Scripts that are written together (Japanese mixes them); any other mix is refused.
+EAST_ASIAN = frozenset({"CJK", "HIRAGANA", "KATAKANA", "HANGUL", "IDEOGRAPHIC", "BOPOMOFO"})
 
 
 class AuthError(HubbubError):
@@ -58,25 +84,79 @@ class Identity:
         return any(fnmatch.fnmatchcase(room, pattern) for pattern in self.write)
 
 
+def trusted_origin(headers: Mapping[str, str], scheme: str, allowed: Collection[str]) -> bool:
+    """Whether a browser page at the request's ``Origin`` may use the user's cookies:
+    an origin in ``allowed``, or the server's own (``Origin`` is the ``Host`` asked for).
+    Without an ``Origin`` header, False."""
+    origin = headers.get("origin")
+    if origin is None:
+        return False
+    if origin in allowed:
+        return True
+    host = headers.get("host")
+    http = "https" if scheme in ("wss", "https") else "http"
+    return host is not None and origin == f"{http}://{host}"
+
+
 def patterns(value: str) -> tuple[str, ...]:
     """``"a, b-*"`` → ``("a", "b-*")``."""
     return tuple(p.strip() for p in value.split(",") if p.strip())
 
 
+def name_key(name: str) -> str:
+    """What two display names are compared by: ``Ann``, ``ann`` and full-width ``Ann`` are one."""
+    return unicodedata.normalize("NFKC", name).casefold()
+
+
+def _hidden(c: str) -> bool:
+    return (
+        ord(c) in INVISIBLE
+        or unicodedata.category(c) in HIDDEN_CATEGORIES
+        or (c.isspace() and c != " ")
+    )
+
+
+def _has_hidden(name: str) -> bool:
+    return any(_hidden(c) for c in name)
+
+
+def _scripts(name: str) -> set[str]:
+    scripts = set()
+    for c in name:
+        if unicodedata.category(c) in ("Lu", "Ll", "Lt", "Lo"):
+            word = unicodedata.name(c, "?").split(" ", 1)[0]
+            scripts.add("EAST ASIAN" if word in EAST_ASIAN else word)
+    return scripts
+
+
 def valid_name(name: str) -> str:
-    """``name`` if it is an acceptable display name, else :class:`AuthError`."""
-    if not NAME.match(name):
+    """``name`` in NFKC if it is an acceptable guest name, else :class:`AuthError`."""
+    name = unicodedata.normalize("NFKC", name)
+    if not GUEST_NAME.fullmatch(name) or _has_hidden(name):
         raise AuthError(
             "invalid_name",
             "a name is 1-32 letters, digits, spaces or _ . ' - and starts with a letter or digit",
         )
+    if len(_scripts(name)) > 1:
+        raise AuthError("invalid_name", "a name may not mix scripts (such as Latin and Cyrillic)")
+    return name
+
+
+def token_name(name: str) -> str:
+    """A token's display name in NFKC (at most 64 characters), unless it hides
+    characters; then :class:`AuthError`."""
+    name = unicodedata.normalize("NFKC", name)[:TOKEN_NAME_MAX]
+    if not name.strip() or _has_hidden(name):
+        raise AuthError("unauthorized", "the token's name is empty or has invisible characters")
     return name
 
 
 class Authenticator:
     """Verifies tokens and makes guests, as the settings say."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, guest_secret: Callable[[], str] | None = None) -> None:
+        """``guest_secret`` gives the deployment's secret once the store has started."""
+        self.guest_secret = guest_secret
         self.algorithm = settings.jwt_algorithm
         self.guest_rooms = patterns(settings.guest_rooms)
         key_file = settings.jwt_public_key
@@ -117,8 +197,10 @@ class Authenticator:
             raise AuthError("token_not_yet_valid", "the token is not valid yet") from None
         except jwt.InvalidTokenError as exc:
             raise AuthError("unauthorized", f"invalid token: {exc}") from None
-        except (ValueError, TypeError) as exc:  # keys of the wrong kind, malformed input
+        except (ValueError, TypeError, OverflowError) as exc:  # wrong keys, malformed input
             raise AuthError("unauthorized", f"invalid token: {exc}") from None
+        if claims.get("typ") == GUEST_TOKEN_TYPE:
+            raise AuthError("unauthorized", "a guest token is no user token")
         user, name = claims.get("sub"), claims.get("name", claims.get("sub"))
         if not isinstance(user, str) or not user or not isinstance(name, str):
             raise AuthError("unauthorized", "the token's sub and name must be strings")
@@ -129,26 +211,69 @@ class Authenticator:
         except TypeError as exc:
             raise AuthError("unauthorized", str(exc)) from None
         return Identity(
-            user=user, name=name[:64], read=read, write=write, expires_at=float(claims["exp"])
+            user=user,
+            name=token_name(name),
+            read=read,
+            write=write,
+            expires_at=_expiry(claims),
         )
 
-    def guest(self, name: str) -> Identity:
-        """The guest called ``name``.
+    def guest(self, name: str | None, token: str | None = None) -> Identity:
+        """A guest: the one ``token`` (a guest token) names, or a new one called ``name``.
 
-        A guest is its name: a reconnecting guest (or a second tab) is the same user, so
-        resuming never collides with the guest's own stale presence. Guests are not
-        authenticated, so two people who pick the same guest name share one identity;
-        a name held by a token user in a room is refused (``name_taken``).
+        Each new guest is a user of its own; the same guest comes back with its guest
+        token (a reload, a second tab), optionally with a new ``name``. Two people who
+        pick one name are two users (a room refuses the second: ``name_taken``).
         """
         if not self.guests:
             raise AuthError("unauthorized", "guests are not allowed here; send a token")
+        if token is not None:
+            user, held = self._verify_guest(token)
+            name = held if name is None else name
+        elif name is not None:
+            user = GUEST_PREFIX + secrets.token_hex(6)
+        else:
+            raise AuthError("invalid_name", "a guest needs a name")
         return Identity(
-            user=f"guest:{valid_name(name)}",
+            user=user,
             name=valid_name(name),
             read=self.guest_rooms,
             write=self.guest_rooms,
             guest=True,
         )
+
+    def guest_token(self, identity: Identity) -> str | None:
+        """A fresh guest token for ``identity`` (a guest), if the deployment can sign."""
+        if not identity.guest or self.guest_secret is None:
+            return None
+        now = int(time.time())
+        claims = {"sub": identity.user, "name": identity.name, "typ": GUEST_TOKEN_TYPE,
+                  "iat": now, "exp": now + GUEST_TOKEN_TTL}  # fmt: skip
+        return jwt.encode(claims, self.guest_secret(), algorithm="HS256")
+
+    def _verify_guest(self, token: str) -> tuple[str, str]:
+        if self.guest_secret is None:
+            raise AuthError("unauthorized", "this server issues no guest tokens")
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                self.guest_secret(),
+                algorithms=["HS256"],
+                options={"require": ["exp", "sub", "typ"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError("unauthorized", "the guest token has expired") from None
+        except (jwt.InvalidTokenError, ValueError, TypeError, OverflowError) as exc:
+            raise AuthError("unauthorized", f"invalid guest token: {exc}") from None
+        user, name = claims.get("sub"), claims.get("name")
+        if (
+            claims.get("typ") != GUEST_TOKEN_TYPE
+            or not isinstance(user, str)
+            or not user.startswith(GUEST_PREFIX)
+            or not isinstance(name, str)
+        ):
+            raise AuthError("unauthorized", "invalid guest token")
+        return user, name
 
     def create(self, user: str, name: str, rooms: str, ttl: float) -> str:
         """A token signed with the configured secret (``hubbub token create``)."""
@@ -158,6 +283,15 @@ class Authenticator:
         claims = {"sub": user, "name": name, "rooms": list(patterns(rooms)), "iat": now,
                   "exp": now + int(ttl)}  # fmt: skip
         return jwt.encode(claims, self.secret, algorithm=self.algorithm)
+
+
+def _expiry(claims: dict[str, Any]) -> float:
+    exp = claims["exp"]  # PyJWT checked it is a number in the future
+    if isinstance(exp, bool) or not isinstance(exp, int | float) or not 0 < exp <= MAX_EXP:
+        raise AuthError("unauthorized", "the token's exp is out of range")
+    if not math.isfinite(exp):
+        raise AuthError("unauthorized", "the token's exp is out of range")
+    return float(exp)
 
 
 def _claim_patterns(claims: dict[str, Any], key: str) -> tuple[str, ...]:

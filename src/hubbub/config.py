@@ -23,6 +23,12 @@ class Settings(BaseSettings):
         "memory://",
         description="Cross-process fan-out: memory://, redis://, rediss://, postgresql://, nats://",
     )
+    namespace: str = Field(
+        "",
+        pattern=r"^[A-Za-z0-9_-]{0,32}$",
+        description="Puts this deployment's broker channels under a name of their own, for "
+        "deployments that share one broker server.",
+    )
     log_level: LogLevel = Field("info", description="Logging threshold.")
     log_format: LogFormat = Field(
         "text", description="Log lines as text, or as one JSON object per line."
@@ -101,6 +107,11 @@ class Settings(BaseSettings):
     )
     api_key: str | None = Field(
         None, description="Bearer key of the HTTP API under /api/v1 (unset: API refused)."
+    )
+    max_body_bytes: int = Field(
+        64 * 1024,
+        ge=256,
+        description="Largest HTTP API request body in bytes; a bigger one gets 413.",
     )
     max_frame_bytes: int = Field(
         64 * 1024, ge=125, description="Largest incoming message; bigger ones close with 1009."

@@ -250,6 +250,12 @@ class Connection:
             self._drained.clear()
             await self._drained.wait()
 
+    @property
+    def crowded(self) -> bool:
+        """True while more than half of the outbox budget is in use: time for a sender of
+        bulk data to :meth:`wait_for_room`."""
+        return self._over_half()
+
     def _over_half(self) -> bool:
         return (
             len(self._outbox or ()) > self._max_messages // 2

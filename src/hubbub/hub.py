@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from starlette.websockets import WebSocket
 
 from hubbub import protocol
-from hubbub.auth import Identity
+from hubbub.auth import Identity, name_key
 from hubbub.brokers.base import Broker
 from hubbub.config import Settings
 from hubbub.connection import Connection
@@ -31,6 +31,7 @@ logger = logging.getLogger("hubbub.hub")
 
 ROOM_PREFIX = "room:"  # broker channels of rooms; other channels are plain fan-out
 CONTROL_CHANNEL = "control:~"  # disconnect-user requests between processes
+HISTORY_BATCH = 50  # rows per store read of a page cut by bytes (the default limit: one read)
 
 
 class NameTaken(Exception):
@@ -63,6 +64,9 @@ class Hub:
         self._members: dict[str, set[Connection]] = {}
         # One broker subscription per channel, shared by concurrent first joiners.
         self._subscribing: dict[str, asyncio.Future[None]] = {}
+        # Connections subscribed to a channel but not yet accepted (see connect): they
+        # keep the subscription although they are no members yet.
+        self._joining: dict[str, int] = {}
         self._feeds: dict[str, RoomFeed] = {}
         self._opening: dict[str, asyncio.Future[RoomFeed]] = {}
         self._tasks: set[asyncio.Future[None]] = set()
@@ -84,6 +88,10 @@ class Hub:
     async def start(self) -> None:
         """Open the store and connect the broker."""
         await self.store.start()
+        # Rooms, presence and user control of another deployment (another store) on the
+        # same broker are not ours; plain channels (the tutorial's chat) need no store
+        # and are shared by every process on the broker and namespace.
+        self.broker.set_epoch(self.store.deployment.epoch, self._store_bound)
         await self.broker.start()
         await self._subscribe(PRESENCE_CHANNEL)
         await self._subscribe(CONTROL_CHANNEL)
@@ -110,6 +118,15 @@ class Hub:
         """Stop being ready: new connections are refused from now on."""
         self._shutting_down = True
 
+    @staticmethod
+    def _store_bound(channel: str) -> bool:
+        return channel.startswith(ROOM_PREFIX) or channel in (PRESENCE_CHANNEL, CONTROL_CHANNEL)
+
+    @property
+    def epoch(self) -> str:
+        """The deployment's epoch (its store's), once started."""
+        return self.store.deployment.epoch
+
     @property
     def ready(self) -> bool:
         """Whether this process can serve: broker reachable and not shutting down."""
@@ -117,14 +134,33 @@ class Hub:
 
     # -- connections -----------------------------------------------------------
 
-    async def connect(self, websocket: WebSocket) -> Connection | None:
-        """Accept ``websocket`` as a connection, or refuse it (1013) past the limit."""
+    async def connect(self, websocket: WebSocket, channel: str | None = None) -> Connection | None:
+        """Accept ``websocket`` as a connection, or refuse it (1013) past the limit or
+        while shutting down.
+
+        With ``channel``, the connection is also made a member of it, and the broker
+        subscription is live before the handshake completes: whatever is published once
+        the client has its 101 reaches it. A refused connection leaves no subscription.
+        """
         connection = Connection(
             websocket, self.settings, self._on_slow_consumer, self.metrics, self._workers
         )
-        await connection.accept()
+        refused = self._refusing()
+        joining = None if refused else channel
+        if joining is not None:
+            self._joining[joining] = self._joining.get(joining, 0) + 1
+        try:
+            if joining is not None:
+                await self._subscribe(joining)
+            await connection.accept()
+        except BaseException:
+            if joining is not None:
+                self._end_joining(joining)
+            raise
         self.metrics.opened()
-        if self._shutting_down or len(self.connections) >= self.settings.max_connections:
+        if refused or self._refusing():
+            if joining is not None:
+                self._end_joining(joining)
             self.stats.connections_refused += 1
             connection.close(CloseCode.TRY_AGAIN_LATER, "server busy, try again later")
             async for _ in connection.texts():
@@ -134,7 +170,22 @@ class Hub:
             return None
         self.connections.add(connection)
         self.stats.connections_opened += 1
+        if joining is not None:
+            # Nothing awaited since the accept: no delivery after the 101 is missed.
+            self._members.setdefault(joining, set()).add(connection)
+            self._end_joining(joining)
         return connection
+
+    def _refusing(self) -> bool:
+        return self._shutting_down or len(self.connections) >= self.settings.max_connections
+
+    def _end_joining(self, channel: str) -> None:
+        count = self._joining.pop(channel) - 1
+        if count:
+            self._joining[channel] = count
+        elif channel not in self._members:
+            # Refused, or the accept failed: no member needs the subscription.
+            self._spawn(self._unsubscribe_if_unused(channel))
 
     async def disconnect(self, connection: Connection) -> None:
         """Forget ``connection`` everywhere (leaving its rooms) and release it."""
@@ -164,7 +215,8 @@ class Hub:
                 del self._users[user]
 
     async def _unsubscribe_if_unused(self, channel: str) -> None:
-        if channel not in self._members:  # nobody joined again in the meantime
+        # Nobody joined again, or is joining (see connect), in the meantime.
+        if channel not in self._members and channel not in self._joining:
             await self._unsubscribe(channel)
 
     def _on_slow_consumer(self, connection: Connection) -> None:
@@ -238,7 +290,7 @@ class Hub:
         if members:
             return False
         del self._members[channel]
-        return True
+        return channel not in self._joining  # else connect keeps or ends the subscription
 
     def publish(self, channel: str, text: str) -> None:
         """Send ``text`` to every member of ``channel`` on every process.
@@ -297,7 +349,7 @@ class Hub:
             last = await self.store.last_seq(room)  # read after subscribing: nothing between
             if self._feeds.get(room) is feed:
                 break
-        if self.presence.name_taken(room, identity.name, identity.user):
+        if self._name_taken(room, identity):
             if not feed.members:
                 await self._close_feed(room)
             raise NameTaken(f"{identity.name!r} is already in {room}")
@@ -307,6 +359,25 @@ class Hub:
         announce(last, sorted(self.presence.members(room).values()))
         if since is not None:
             await feed.catch_up(member)
+
+    def _name_taken(self, room: str, identity: Identity) -> bool:
+        # Names are compared as people read them: NFKC and case folded.
+        key = name_key(identity.name)
+        members = self.presence.members(room).items()
+        return any(name_key(name) == key and user != identity.user for user, name in members)
+
+    async def rename(self, connection: Connection, rooms: set[str], identity: Identity) -> None:
+        """``identity``'s new display name in each of ``rooms``; :class:`NameTaken`
+        (and nothing changed) if another member of one of them has it."""
+        for room in rooms:
+            if self._name_taken(room, identity):
+                raise NameTaken(f"{identity.name!r} is already in {room}")
+        for room in rooms:
+            feed = self._feeds.get(room)
+            member = feed.members.get(connection) if feed is not None else None
+            if member is not None:
+                member.name = identity.name
+            await self.presence.rename(room, identity.user, identity.name)
 
     async def leave_room(self, connection: Connection, room: str) -> bool:
         """Remove ``connection`` from ``room``; False if it was not a member."""
@@ -341,10 +412,34 @@ class Hub:
         self.broker.publish(ROOM_PREFIX + room, payload)
         return message
 
-    async def history(self, room: str, before: int | None, limit: int) -> list[Message]:
+    async def history(
+        self, room: str, before: int | None, limit: int, max_bytes: int | None = None
+    ) -> list[Message]:
         """The last ``limit`` messages of ``room`` before ``before`` (or the newest ones),
-        ascending."""
-        return await self.store.read(room, before=2**62 if before is None else before, limit=limit)
+        ascending.
+
+        With ``max_bytes``, only as many of the newest as fit in that many bytes once
+        encoded (one comma each included), and at least one: a short page is not the
+        beginning of the room. The store is then read :data:`HISTORY_BATCH` rows at a
+        time, so a page of a few big messages loads little more than it keeps.
+        """
+        end = 2**62 if before is None else before
+        if max_bytes is None:
+            return await self.store.read(room, before=end, limit=limit)
+        page: list[Message] = []  # newest first
+        size = 0
+        while len(page) < limit:
+            want = min(limit - len(page), HISTORY_BATCH)
+            rows = await self.store.read(room, before=end, limit=want)
+            for message in reversed(rows):
+                size += len(protocol.encode(message)) + 1
+                if size > max_bytes and page:
+                    return page[::-1]
+                page.append(message)
+            if len(rows) < want or size >= max_bytes:
+                break
+            end = rows[0].seq
+        return page[::-1]
 
     async def _open_feed(self, room: str) -> RoomFeed:
         pending = self._opening.get(room)

@@ -1,10 +1,31 @@
-"""Structured log lines: ``--log-format json`` writes one JSON object per line."""
+"""Log lines: ``--log-format json`` writes one JSON object per line; credentials in
+URLs never reach a line, in either format."""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import UTC, datetime
+
+# Query parameters that carry credentials, wherever a URL appears in a line (uvicorn's
+# "WebSocket /v1/ws?token=… [accepted]" among others).
+CREDENTIALS = re.compile(
+    r"(?<=[?&;])((?:access_)?token|guest|api_key|key|password|secret|session)=[^&\s\"'#]*",
+    re.IGNORECASE,
+)
+
+
+class RedactCredentials(logging.Filter):
+    """Rewrites a record's message with every credential in a URL as ``name=***``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = CREDENTIALS.sub(r"\1=***", message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
 
 # Context a log call may pass with ``extra=``; copied into the JSON object when present.
 CONTEXT_FIELDS = ("conn", "user", "room")

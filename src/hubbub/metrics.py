@@ -113,6 +113,11 @@ class Metrics:
             "Publishes dropped because the broker's outbound buffer was full.",
             registry=r,
         )
+        self.broker_foreign = Counter(
+            "hubbub_broker_foreign",
+            "Broker messages of another deployment (another epoch) on the same broker, dropped.",
+            registry=r,
+        )
         self.store_seconds = Histogram(
             "hubbub_store_operation_seconds",
             "Time taken by store operations, by operation.",

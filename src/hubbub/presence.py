@@ -81,10 +81,6 @@ class Presence:
                 found.update(users)
         return found
 
-    def name_taken(self, room: str, name: str, user: str) -> bool:
-        """Whether another user in ``room`` goes by ``name`` right now."""
-        return any(n == name and u != user for u, n in self.members(room).items())
-
     # -- this process's members -------------------------------------------------------
 
     async def add(self, room: str, user: str, name: str) -> None:
@@ -112,6 +108,15 @@ class Presence:
         await self._send(Event("leave", self.node, room, user))
         if user not in self.members(room):
             self._announce(room, [], [entry.name])
+
+    async def rename(self, room: str, user: str, name: str) -> None:
+        """``user``'s display name in ``room`` is ``name`` from now on (a ``refresh``)."""
+        entry = self.local.get(room, {}).get(user)
+        if entry is None or entry.name == name:
+            return
+        old, entry.name = entry.name, name
+        await self._send(Event("join", self.node, room, user, name))  # others overwrite
+        self._announce(room, [name], [old])
 
     async def resync(self) -> None:
         """At start and after a broker outage: tell our members again, and ask every
@@ -145,6 +150,12 @@ class Presence:
             nodes.get(event.node, {}).pop(event.user, None)
         elif event.kind == "snap":
             nodes[event.node] = dict(event.members)
+        # Room names come and go: an entry left empty is forgotten, or memory grows
+        # with every room ever used on another process.
+        if not nodes.get(event.node, True):
+            del nodes[event.node]
+        if not nodes:
+            del self.remote[room]
         self._tell(room, before)
 
     async def run(self) -> None:
@@ -167,6 +178,8 @@ class Presence:
                 before = self.members_including(room, dead)
                 for node in dead:
                     nodes.pop(node, None)
+                if not nodes:
+                    del self.remote[room]
                 self._tell(room, before)
         logger.info("presence: dropped %d silent process(es)", len(dead))
 
@@ -181,8 +194,9 @@ class Presence:
 
     def _tell(self, room: str, before: dict[str, str]) -> None:
         after = self.members(room)
-        joined = [after[u] for u in after.keys() - before.keys()]
-        left = [before[u] for u in before.keys() - after.keys()]
+        renamed = [u for u in after.keys() & before.keys() if after[u] != before[u]]
+        joined = [after[u] for u in after.keys() - before.keys()] + [after[u] for u in renamed]
+        left = [before[u] for u in before.keys() - after.keys()] + [before[u] for u in renamed]
         if joined or left:
             self._announce(room, sorted(joined), sorted(left))
 

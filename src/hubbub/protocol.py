@@ -13,9 +13,14 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import Meta, Struct, field
 
-ROOM_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+ROOM_NAME = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}"
+# msgspec matches with Python's re, whose $ also matches before a final newline: \Z.
+ROOM_PATTERN = rf"^{ROOM_NAME}\Z"
 Room = Annotated[str, Meta(pattern=ROOM_PATTERN)]
-Seq = Annotated[int, Meta(ge=0)]
+MAX_SEQ = 2**53
+"""The largest ``seq`` (and ``since``/``before``) on the wire: what JavaScript holds exactly."""
+Seq = Annotated[int, Meta(ge=0, le=MAX_SEQ)]
+Epoch = Annotated[str, Meta(max_length=64)]
 Ref = Annotated[str, Meta(max_length=64)] | Annotated[int, Meta(ge=-(2**53), le=2**53)]
 Limit = Annotated[int, Meta(ge=1, le=1000)]
 
@@ -61,6 +66,7 @@ class Join(Frame, tag="join"):
 
     room: Room
     since: Seq | None = None
+    epoch: Epoch | None = None  # the deployment ``since`` came from
 
 
 class Leave(Frame, tag="leave"):
@@ -91,6 +97,7 @@ class Hello(Frame, tag="hello"):
 
     token: str | None = None
     name: str | None = None
+    guest: str | None = None  # a guest token: the same guest again
 
 
 class Refresh(Frame, tag="refresh"):
@@ -111,14 +118,17 @@ CLIENT_TYPES = frozenset({"join", "leave", "send", "history", "ping", "hello", "
 # -- server -> client -------------------------------------------------------------
 
 
-class Welcome(Frame, tag="welcome"):
+class Welcome(Frame, tag="welcome", omit_defaults=True):
     """Who the server takes the connection to be; sent once authenticated (and again
-    after a ``refresh``). ``expires``: Unix time the token runs out, if it does."""
+    after a ``refresh``). ``expires``: Unix time the token runs out, if it does;
+    ``guest_token``: what a guest comes back with; ``epoch``: the deployment's."""
 
     user: str
     name: str
     guest: bool
     expires: float | None = None
+    guest_token: str | None = None
+    epoch: str | None = None
 
 
 class Message(Frame, tag="message"):
@@ -131,12 +141,15 @@ class Message(Frame, tag="message"):
     ts: str
 
 
-class Joined(Frame, tag="joined"):
-    """Answer to ``join``: the room's last ``seq`` and who is in it."""
+class Joined(Frame, tag="joined", omit_defaults=True):
+    """Answer to ``join``: the room's last ``seq`` and who is in it; ``reset``: the
+    join's ``since`` was of another epoch and was ignored."""
 
     room: str
     seq: int
     members: list[str]
+    epoch: str | None = None
+    reset: bool = False
 
 
 class Left(Frame, tag="left"):
@@ -199,6 +212,10 @@ def decode(raw: str | bytes) -> ClientFrame:
             obj: Any = msgspec.json.decode(raw)
         except msgspec.DecodeError as bad_json:
             raise ProtocolError(ErrorCode.BAD_JSON, f"not valid JSON: {bad_json}") from None
+        except RecursionError:
+            raise _too_deep() from None
+        except UnicodeError as not_utf8:
+            raise _not_utf8(not_utf8) from None
         if not isinstance(obj, dict):
             raise ProtocolError(ErrorCode.BAD_FRAME, "a frame is a JSON object") from None
         ref = _valid_ref(obj.get("ref"))
@@ -210,6 +227,34 @@ def decode(raw: str | bytes) -> ClientFrame:
         raise ProtocolError(ErrorCode.BAD_FRAME, f"{kind}: {exc}", ref) from None
     except msgspec.DecodeError as exc:
         raise ProtocolError(ErrorCode.BAD_JSON, f"not valid JSON: {exc}") from None
+    except RecursionError:
+        # msgspec recurses once per level of nesting, even through unknown fields.
+        raise _too_deep() from None
+    except UnicodeError as exc:
+        # msgspec's own error for a string that is not UTF-8 (bytes) or cannot be
+        # encoded as UTF-8 (a str with a lone surrogate); the server passes neither.
+        raise _not_utf8(exc) from None
+
+
+def _not_utf8(exc: UnicodeError) -> ProtocolError:
+    return ProtocolError(ErrorCode.BAD_JSON, f"not UTF-8 text: {exc}")
+
+
+def _too_deep() -> ProtocolError:
+    # The depth msgspec allows is the interpreter's recursion limit less the caller's
+    # stack (some 950 levels); every field of a client frame is a scalar.
+    return ProtocolError(ErrorCode.BAD_FRAME, "JSON nested too deeply")
+
+
+def check_text(text: str, max_chars: int, ref: str | int | None = None) -> None:
+    """The one rule for a message's text, on ``/v1/ws`` and in the HTTP API: 1 to
+    ``max_chars`` characters, no NUL; else :class:`ProtocolError`."""
+    if not text:
+        raise ProtocolError(ErrorCode.BAD_FRAME, "text is empty", ref)
+    if len(text) > max_chars:
+        raise ProtocolError(ErrorCode.TEXT_TOO_LONG, f"text is over {max_chars} characters", ref)
+    if "\x00" in text:
+        raise ProtocolError(ErrorCode.BAD_FRAME, "text contains NUL", ref)
 
 
 def _valid_ref(ref: object) -> str | int | None:

@@ -174,6 +174,10 @@ class RoomFeed:
                 rows = await self.store.read(self.name, after=member.delivered, limit=BACKLOG_PAGE)
                 size = 0
                 for message in rows:
+                    if connection.crowded:  # a page may be many times the outbox bound
+                        await connection.wait_for_room()
+                        if connection.closing:
+                            break
                     frame = OutFrame(protocol.encode(message))
                     connection.send(frame)
                     size += frame.size

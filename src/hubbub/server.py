@@ -19,7 +19,11 @@ cannot express:
 - close code 1001 on shutdown (uvicorn sends 1012), flushing what is queued first;
 - invalid UTF-8 closes with 1007 and one INFO line instead of a stack trace;
 - an HTTP request deadline, so a client that connects and never completes its
-  handshake is dropped.
+  handshake is dropped;
+- an upgrade request that websockets' handshake parser refuses (414, 431, 400) gets
+  its answer and a closed socket (uvicorn writes neither), and its line limit is raised
+  to :data:`UPGRADE_MAX_LINE_BYTES`, so that a browser's big cookie jar opens a
+  WebSocket as it loads a page.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import asyncio
 import copy
 import logging
 import math
+import os
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -37,6 +42,7 @@ from uvicorn.config import LOGGING_CONFIG
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.utils import ClientDisconnected
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets import http11
 from websockets.frames import Frame, Opcode
 from websockets.protocol import State
 
@@ -56,6 +62,19 @@ _PING, _PONG = Opcode.PING, Opcode.PONG
 
 MESSAGES_PER_TURN = 64
 """Messages of one client handled in one turn of the event loop (attached receivers)."""
+
+UPGRADE_MAX_LINE_BYTES = 64 * 1024
+"""Longest request line or header line (with its CRLF) of an upgrade request."""
+
+# websockets refuses a handshake whose request line or a header line is over 8 KiB with
+# 414/431, while uvicorn's HTTP parser has no limit: a user whose cookies for the site
+# add up to 9 KB would get the page and then a chat that never connects (a browser sends
+# all its cookies in one line, each up to 4 KB). httptools has read the whole request
+# before websockets sees it, so that limit saves no memory; 64 KiB is above what proxies
+# in front of a site usually pass (8-32 KiB). websockets reads MAX_LINE_LENGTH at each
+# parse; when its documented variable WEBSOCKETS_MAX_LINE_LENGTH is set, that decides.
+if "WEBSOCKETS_MAX_LINE_LENGTH" not in os.environ:
+    http11.MAX_LINE_LENGTH = UPGRADE_MAX_LINE_BYTES
 
 
 class _Writable:
@@ -125,6 +144,10 @@ def logging_config(level: str, log_format: str = "text") -> dict[str, Any]:
     if log_format == "json":
         for name in config["formatters"]:
             config["formatters"][name] = {"()": "hubbub.logs.JsonFormatter"}
+    # On every handler, so that no line of any logger shows a token from a URL.
+    config.setdefault("filters", {})["redact"] = {"()": "hubbub.logs.RedactCredentials"}
+    for handler in config["handlers"].values():
+        handler.setdefault("filters", []).append("redact")
     config["loggers"]["hubbub"] = {
         "handlers": ["default"],
         "level": level.upper(),
@@ -165,7 +188,7 @@ def _settings_of(config: uvicorn.Config) -> Settings:
 
 
 class HubbubHttpProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a deadline for the first request's headers."""
+    """uvicorn's httptools protocol with a deadline for each request's headers."""
 
     def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
@@ -175,6 +198,13 @@ class HubbubHttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._deadline_timer = self.loop.call_later(self._request_deadline, self._too_slow)
+
+    def on_message_begin(self) -> None:
+        # Every request, not only a connection's first, has the deadline for its headers:
+        # a keep-alive connection that starts a second request and stalls is dropped too.
+        super().on_message_begin()
+        if self._deadline_timer is None:
+            self._deadline_timer = self.loop.call_later(self._request_deadline, self._too_slow)
 
     def on_headers_complete(self) -> None:
         self._cancel_deadline()
@@ -323,6 +353,26 @@ class HubbubWebSocketProtocol(WebSocketsSansIOProtocol):
                 self.transport.abort()
             return
         super().data_received(data)
+        if not self.handshake_initiated and self.conn.handshake_exc is not None:
+            self._refuse_request()
+
+    def _refuse_request(self) -> None:
+        # websockets' parser refused the request and queued its answer (414: request line
+        # too long; 431: a header line too long, too many headers), which uvicorn never
+        # writes nor closes after. A request it cannot take (a body, a transfer coding)
+        # gets no answer from websockets; httptools read it as HTTP, so it gets a 400.
+        exc = self.conn.handshake_exc
+        assert exc is not None
+        reason = exc.__cause__ or exc
+        output = b"".join(self.conn.data_to_send())
+        if not output:
+            refusal = self.conn.reject(400, f"Failed to open a WebSocket connection: {reason}.\n")
+            output = refusal.serialize()
+        status = int(output.split(b" ", 2)[1])
+        logger.info("refusing the upgrade from %s with %d: %s", self._peer(), status, reason)
+        self.handshake_initiated = self.handshake_complete = self.close_sent = True
+        self.transport.write(output)
+        self.transport.close()
 
     def start_keepalive(self) -> None:
         # Called by uvicorn right after the 101 is written.

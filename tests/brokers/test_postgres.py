@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 import pytest
 
+from hubbub.brokers.base import EPOCH_BYTES
 from hubbub.brokers.postgres import HEADER, NOTIFY_MAX_BYTES, TABLE, PostgresBroker, pg_channel
 from hubbub.brokers.remote import COUNTER_BYTES
 from tests.brokers.test_contract import TIMEOUT, Inbox
@@ -63,11 +64,11 @@ async def make_brokers(url: str) -> AsyncIterator[Callable[[], Awaitable[Pair]]]
 
 
 async def stored_count(db: Any, payload: bytes) -> int:
-    # A stored payload is the publisher's counter followed by the payload itself.
+    # A stored payload is the publisher's counter and epoch, then the payload itself.
     count: int = await db.fetchval(
         f"SELECT count(*) FROM {TABLE} WHERE substring(payload from $2) = $1",
         payload,
-        COUNTER_BYTES + 1,
+        COUNTER_BYTES + EPOCH_BYTES + 1,
     )
     return count
 
@@ -80,7 +81,7 @@ async def test_what_a_notify_cannot_carry_goes_through_the_table(
     await b.subscribe("t")
     token = secrets.token_hex(8).encode()  # unique: other runs may share the database
     # What the server accepts inline, exactly (the counter travels with the payload).
-    room = NOTIFY_MAX_BYTES - HEADER - COUNTER_BYTES - len(token)
+    room = NOTIFY_MAX_BYTES - HEADER - COUNTER_BYTES - EPOCH_BYTES - len(token)
     inline = [b"small and UTF-8 " + token, token + b"m" * room]
     stored = [
         token + b"m" * (room + 1),

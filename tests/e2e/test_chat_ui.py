@@ -205,6 +205,36 @@ def test_reload_brings_back_name_room_and_history(server: ServerProcess, new_use
     wait_messages(page, ["first", "second", "third", "fourth"])
 
 
+def test_a_guest_stays_itself_and_another_person_cannot_take_its_name(
+    server: ServerProcess, new_user: NewUser
+) -> None:
+    zed = new_user()
+    sign_in(zed, server, "Zed", "lobby")
+    user = zed.evaluate("localStorage.getItem('hubbub.guest')")
+    assert user  # the guest token the server signed
+    # A second tab of the same browser is the same guest: one member, no refusal.
+    tab = zed.context.new_page()
+    tab.goto(server.http("/"))
+    wait_state(tab, "connected")
+    wait_members(tab, ["Zed"])
+    say(tab, "from my second tab")
+    wait_messages(zed, ["from my second tab"])
+    # Someone else typing the same name is sent back to choose another.
+    other = new_user()
+    other.goto(server.http("/"))
+    other.get_by_label("Display name").fill("zed")
+    other.get_by_label("Display name").press("Enter")
+    expect(other.locator("#signin-error")).to_contain_text(
+        "choose another name", timeout=TIMEOUT_MS
+    )
+    expect(other.get_by_label("Display name")).to_be_focused()
+    other.get_by_label("Display name").fill("Ygg")
+    other.get_by_label("Display name").press("Enter")
+    wait_state(other, "connected")
+    wait_members(zed, ["Ygg", "Zed"])
+    tab.close()
+
+
 def test_scrolling_to_the_top_loads_older_messages(
     start_server: Callable[..., ServerProcess], new_user: NewUser
 ) -> None:

@@ -119,9 +119,17 @@ async def resume_under_faults(
             await writer.say(room, f"{i}:{n}")
             n += 1
 
+    held: list[str] = []  # the reader's guest token: each reconnection is the same guest
+
+    async def open_reader(server: ServerProcess) -> RoomClient:
+        query = f"guest={held[0]}" if held else "name=reader"
+        reader = await RoomClient.open(server.ws(""), query=query)
+        held[:] = [(await reader.next_of("welcome"))["guest_token"]]
+        return reader
+
     async def read() -> None:
         for cycle in range(cycles):
-            reader = await RoomClient.open(servers[cycle % len(servers)].ws(""), "reader")
+            reader = await open_reader(servers[cycle % len(servers)])
             await reader.join(room, since=seen[-1] if seen else 0)
             stay = rng.randint(5, 80)  # messages to read before dropping the connection
             await reader.wait(functools.partial(has_read, reader, stay))
@@ -145,7 +153,7 @@ async def resume_under_faults(
     await breaking  # it ends with the broker running again
     total = max(max(w.messages.get(room, [0])) for w in writers)
     acked = max(f["seq"] for w in writers for f in w.frames if f["type"] == "ack")
-    final = await RoomClient.open(servers[-1].ws(""), "reader")
+    final = await open_reader(servers[-1])
     await final.join(room, since=seen[-1] if seen else 0)
     await final.has_seqs(room, acked)
     seen.extend(final.messages.get(room, []))

@@ -104,3 +104,11 @@ async def test_retention_by_age_drops_old_messages(open_store: OpenStore) -> Non
     kept = await store.read("r", limit=1000)
     assert [(m.seq, m.text) for m in kept] == [(100, "new")]
     assert await store.last_seq("r") == 100
+
+
+async def test_every_store_on_one_database_shares_one_deployment(open_store: OpenStore) -> None:
+    first = await open_store()
+    second = await open_store()
+    assert first.deployment == second.deployment
+    assert len(first.deployment.epoch) == 16 and len(first.deployment.secret) == 64
+    int(first.deployment.epoch, 16)

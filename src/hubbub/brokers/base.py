@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from hubbub.metrics import Metrics
 
+EPOCH_BYTES = 16
+
 Delivery = Callable[[str, bytes], None]
 """Called with ``(channel, payload)`` for every message from another process."""
 
@@ -21,6 +23,7 @@ class BrokerStats:
     dropped: int = 0  # outage buffer overflow
     published: int = 0
     received: int = 0
+    foreign: int = 0  # payloads of another deployment (another epoch), dropped
 
 
 class Broker(ABC):
@@ -47,6 +50,10 @@ class Broker(ABC):
       state change is logged once; ``ready`` is False meanwhile.
     - The delivery callback runs on the event loop and must not block.
     - ``stop`` releases every connection and task the broker owns.
+    - Deployments that share a broker server do not hear each other on the channels
+      bound to their store: a payload carries its deployment's epoch (``set_epoch``)
+      and, on such a channel, is delivered only where it matches; what is dropped for
+      that is counted (``stats.foreign``).
     """
 
     def __init__(self, url: str) -> None:
@@ -55,6 +62,18 @@ class Broker(ABC):
         self._deliver: Delivery | None = None
         self._on_reconnect: Callable[[], None] | None = None
         self.metrics: Metrics | None = None
+        self.epoch = b"0" * EPOCH_BYTES  # the deployment's; set before start
+        self.epoch_bound: Callable[[str], bool] | None = None
+
+    def set_epoch(self, epoch: str, bound: Callable[[str], bool] | None = None) -> None:
+        """Carry ``epoch`` (16 hex digits) in every payload, and deliver payloads of the
+        channels that are ``bound`` to it (all without ``bound``) only when they carry
+        it: another deployment sharing the broker is not heard there."""
+        encoded = epoch.encode("ascii")
+        if len(encoded) != EPOCH_BYTES:
+            raise ValueError(f"an epoch is {EPOCH_BYTES} characters, not {epoch!r}")
+        self.epoch = encoded
+        self.epoch_bound = bound
 
     def set_delivery(self, deliver: Delivery) -> None:
         """Register the one callback that receives every payload (the hub's)."""

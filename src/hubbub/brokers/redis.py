@@ -21,6 +21,8 @@ class RedisBroker(RemoteBroker):
     channel, so that its listener has something to listen to before any room exists.
     """
 
+    subscribe_timeout = 10.0  # a server that does not confirm a SUBSCRIBE is lost
+
     def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)
         self._client: Redis | None = None
@@ -56,7 +58,14 @@ class RedisBroker(RemoteBroker):
             confirmed = asyncio.get_running_loop().create_future()
             self._confirmations[name] = confirmed
         await self._pubsub.subscribe(name)
-        if self._connected:  # the listener reads the confirmation; before it runs, don't wait
+        if not self._connected:
+            # The supervisor is (re)subscribing and no listener reads yet: read up to the
+            # confirmation here, so that every subscription is live before the hub
+            # re-reads its rooms from the store (and before a reconnection is reported).
+            async with asyncio.timeout(self.subscribe_timeout):
+                while not confirmed.done():
+                    self._handle(await self._pubsub.get_message(timeout=None))
+        else:  # the listener reads the confirmation
             try:
                 await asyncio.shield(confirmed)
             except asyncio.CancelledError:
@@ -81,13 +90,19 @@ class RedisBroker(RemoteBroker):
     async def _listen(self) -> None:
         assert self._pubsub is not None
         async for message in self._pubsub.listen():
-            kind = message["type"]
-            name = message["channel"].decode()
-            if kind == "message":
-                if name.startswith(PREFIX):
-                    self._received(name[len(PREFIX) :], message["data"])
-            elif kind == "subscribe":
-                confirmed = self._confirmations.pop(name, None)
-                if confirmed is not None and not confirmed.done():
-                    confirmed.set_result(None)
+            self._handle(message)
         raise ConnectionError("pub/sub stream ended")
+
+    def _handle(self, message: dict[str, Any] | None) -> None:
+        # One pub/sub message: a delivery, or the confirmation of a subscription.
+        if message is None:
+            return
+        kind = message["type"]
+        if kind == "message":
+            name = message["channel"].decode()
+            if name.startswith(PREFIX):
+                self._received(name[len(PREFIX) :], message["data"])
+        elif kind == "subscribe":
+            confirmed = self._confirmations.pop(message["channel"].decode(), None)
+            if confirmed is not None and not confirmed.done():
+                confirmed.set_result(None)

@@ -11,8 +11,10 @@ to a bounded buffer that is sent in order once the server is back.
 
 Every payload is prefixed with this process's node id, so that a process can drop its
 own messages when the server echoes them back (the hub has delivered those locally
-already), and with a counter, so that a batch sent again after a failure whose first
-attempt did get through is not delivered twice.
+already), with a counter, so that a batch sent again after a failure whose first
+attempt did get through is not delivered twice, and with the deployment's epoch, so
+that another deployment on the same server is not heard (counted as ``foreign``).
+All processes of one deployment must therefore run the same version of this format.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from collections import deque
 from itertools import islice
 from urllib.parse import urlsplit, urlunsplit
 
-from hubbub.brokers.base import Broker
+from hubbub.brokers.base import EPOCH_BYTES, Broker
 
 logger = logging.getLogger("hubbub.broker")
 
@@ -59,8 +61,11 @@ class RemoteBroker(Broker):
         buffer_messages: int = 10_000,
         buffer_bytes: int = 16 * 1024 * 1024,
         backoff_max: float = 1.0,
+        namespace: str = "",
     ) -> None:
         super().__init__(url)
+        # Channel names on the server: under the deployment's namespace, if it has one.
+        self._prefix = f"{namespace}/" if namespace else ""
         self.node = secrets.token_hex(NODE_ID_BYTES // 2).encode()
         self.buffer_messages = buffer_messages
         self.buffer_bytes = buffer_bytes
@@ -72,7 +77,7 @@ class RemoteBroker(Broker):
         self._channels: set[str] = set()
         self._outgoing: deque[tuple[str, bytes]] = deque()
         self._counter = 0
-        self._last_counter: dict[tuple[bytes, str], int] = {}
+        self._last_counter: dict[str, dict[bytes, int]] = {}  # channel -> node -> counter
         self._outgoing_bytes = 0
         self._wakeup = asyncio.Event()
         self._attempted = asyncio.Event()
@@ -125,15 +130,36 @@ class RemoteBroker(Broker):
         node = data[:NODE_ID_BYTES]
         if node == self.node or channel not in self._channels:
             return
+        start = NODE_ID_BYTES + COUNTER_BYTES
+        if data[start : start + EPOCH_BYTES] != self.epoch and self._epoch_bound(channel):
+            self._foreign()
+            return
         # One process's messages keep their order on a channel, so its counter grows.
         counter = int(data[NODE_ID_BYTES : NODE_ID_BYTES + COUNTER_BYTES], 16)
-        key = (node, channel)
-        if counter <= self._last_counter.get(key, -1):
+        senders = self._last_counter.setdefault(channel, {})
+        if counter <= senders.get(node, -1):
             return
-        self._last_counter[key] = counter
+        senders[node] = counter
         self.stats.received += 1
         if self._deliver is not None:
-            self._deliver(channel, data[NODE_ID_BYTES + COUNTER_BYTES :])
+            self._deliver(channel[len(self._prefix) :], data[start + EPOCH_BYTES :])
+
+    def _epoch_bound(self, channel: str) -> bool:
+        bound = self.epoch_bound
+        return bound is None or bound(channel[len(self._prefix) :])
+
+    def _foreign(self) -> None:
+        # Another deployment shares the broker server: expected (two deployments on one
+        # Redis), but worth a line the first time, and a count every time.
+        self.stats.foreign += 1
+        if self.metrics is not None:
+            self.metrics.broker_foreign.inc()
+        if self.stats.foreign == 1:
+            logger.warning(
+                "%s: ignoring messages of another deployment (another store) on the same "
+                "broker; give each deployment its own --namespace",
+                self._name,
+            )
 
     async def start(self) -> None:
         if self._supervisor is None:
@@ -148,6 +174,7 @@ class RemoteBroker(Broker):
                 await supervisor
 
     async def subscribe(self, channel: str) -> None:
+        channel = self._prefix + channel
         self._channels.add(channel)
         if self._connected:
             try:
@@ -156,7 +183,11 @@ class RemoteBroker(Broker):
                 logger.debug("%s: subscribe %r failed: %s", self._name, channel, exc)
 
     async def unsubscribe(self, channel: str) -> None:
+        channel = self._prefix + channel
         self._channels.discard(channel)
+        # Its senders' counters go with it (channels are made per room, node ids per
+        # process): deliveries resume with whatever comes after a new subscribe.
+        self._last_counter.pop(channel, None)
         if self._connected:
             try:
                 await self._unsubscribe_remote(channel)
@@ -164,7 +195,7 @@ class RemoteBroker(Broker):
                 logger.debug("%s: unsubscribe %r failed: %s", self._name, channel, exc)
 
     def publish(self, channel: str, payload: bytes) -> None:
-        size = COUNTER_BYTES + len(payload)
+        size = COUNTER_BYTES + EPOCH_BYTES + len(payload)
         if (
             len(self._outgoing) >= self.buffer_messages
             or self._outgoing_bytes + size > self.buffer_bytes
@@ -183,7 +214,9 @@ class RemoteBroker(Broker):
                 )
             return
         self._counter += 1
-        self._outgoing.append((channel, b"%016x" % self._counter + payload))
+        self._outgoing.append(
+            (self._prefix + channel, b"%016x" % self._counter + self.epoch + payload)
+        )
         self._outgoing_bytes += size
         self._wakeup.set()
 

@@ -1,8 +1,13 @@
 """The HTTP API under ``/api/v1``, for the application's own backend.
 
 Every call needs ``Authorization: Bearer <--api-key>``; without a configured key the
-API refuses everything. Request bodies and parameters are validated by FastAPI: a bad
-one is answered 422 with a body that says what is wrong.
+API refuses everything. :class:`ApiKeyGate` checks the key before anything reads the
+request's body, so a caller without it cannot make the server read (or hold) a byte of
+one. A body over ``--max-body-bytes`` is answered 413: by its ``Content-Length``
+before it is read (the gate again), or, sent chunked, as soon as the bytes counted so
+far pass the limit (FastAPI's ``max_body_size`` on the router). Request bodies and
+parameters are validated by FastAPI: a bad one is answered 422 with a body that says
+what is wrong.
 """
 
 from __future__ import annotations
@@ -11,21 +16,31 @@ import hmac
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.security import HTTPBearer
 from pydantic import BaseModel, Field
+from starlette.datastructures import Headers
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hubbub.hub import Hub
-from hubbub.protocol import ROOM_PATTERN
+from hubbub.protocol import MAX_SEQ, ROOM_NAME, ProtocolError, check_text
 
-RoomName = Annotated[str, Path(pattern=ROOM_PATTERN, description="A room name.")]
-# Module level: FastAPI resolves these annotations by name, and a closure's are out of reach.
-Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(HTTPBearer(auto_error=False))]
+PREFIX = "/api/v1"
+TOO_LARGE = "Content Too Large"  # the detail of FastAPI's own 413 (a body counted as it came)
+
+# pydantic's regex engine (Rust) ends a match at $ only at the very end, unlike Python's
+# re (protocol.ROOM_PATTERN): the same rule in each engine's spelling.
+RoomName = Annotated[str, Path(pattern=rf"^{ROOM_NAME}$", description="A room name.")]
 
 
 class PostMessage(BaseModel):
     """A message posted by the server side."""
 
-    text: str = Field(min_length=0, max_length=65536, description="The message text.")
+    text: str = Field(
+        min_length=1,
+        description="The message text: at most `--max-text-chars` characters (4000 by "
+        "default), no NUL; the same rule as `send` on /v1/ws.",
+    )
     sender: str = Field(
         "server", alias="from", min_length=1, max_length=64, description="Shown as `from`."
     )
@@ -77,40 +92,96 @@ class Disconnected(BaseModel):
     closed_here: int = Field(description="Connections closed on the process that answered.")
 
 
-def api_router(hub: Hub) -> APIRouter:
-    """Routes of the HTTP API."""
-    api_key = hub.settings.api_key
+class ApiKeyGate:
+    """Pure ASGI middleware: a request under ``/api/v1`` without the right bearer key is
+    answered 401, and one whose ``Content-Length`` is over ``max_body_bytes`` 413, from
+    its headers alone. It has to sit in front of the routes because FastAPI reads (and
+    parses) a route's body before it runs the route's dependencies."""
 
-    def authorized(credentials: Credentials) -> None:
-        if api_key is None:
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "the API is off: set HUBBUB_API_KEY")
-        if credentials is None or not hmac.compare_digest(
-            credentials.credentials.encode(), api_key.encode()
+    def __init__(self, app: ASGIApp, api_key: str | None, max_body_bytes: int) -> None:
+        self.app = app
+        self.api_key = None if api_key is None else api_key.encode()
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and _is_api_path(scope):
+            refusal = self.refusal(Headers(scope=scope))
+            if refusal is not None:
+                # Never calls receive: the body stays unread (uvicorn drops it).
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def refusal(self, headers: Headers) -> JSONResponse | None:
+        """The 401 or 413 these request headers get, or None."""
+        unauthorized = self.unauthorized(headers.get("authorization"))
+        if unauthorized is not None:
+            return unauthorized
+        # A chunked body has no length: FastAPI's max_body_size counts it as it comes.
+        # (uvicorn's parser has already refused a Content-Length that is not a number.)
+        length = headers.get("content-length", "")
+        if length.isascii() and length.isdigit() and int(length) > self.max_body_bytes:
+            return JSONResponse({"detail": TOO_LARGE}, status.HTTP_413_CONTENT_TOO_LARGE)
+        return None
+
+    def unauthorized(self, authorization: str | None) -> JSONResponse | None:
+        """The 401 for this ``Authorization`` header, or None if it carries the key."""
+        if self.api_key is None:
+            return JSONResponse(
+                {"detail": "the API is off: set HUBBUB_API_KEY"}, status.HTTP_401_UNAUTHORIZED
+            )
+        scheme, _, credentials = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(
+            credentials.strip().encode(), self.api_key
         ):
-            raise HTTPException(
+            return JSONResponse(
+                {"detail": "missing or wrong API key"},
                 status.HTTP_401_UNAUTHORIZED,
-                "missing or wrong API key",
                 headers={"WWW-Authenticate": "Bearer"},
             )
+        return None
 
-    router = APIRouter(prefix="/api/v1", tags=["api"], dependencies=[Depends(authorized)])
+
+def _is_api_path(scope: Scope) -> bool:
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):  # mounted under a prefix: route on what follows it
+        path = path[len(root) :]
+    return path == PREFIX or path.startswith(PREFIX + "/")
+
+
+def api_router(hub: Hub) -> APIRouter:
+    """Routes of the HTTP API; served behind :class:`ApiKeyGate`, which checks the key."""
+    settings = hub.settings
+    max_text = settings.max_text_chars
+
+    router = APIRouter(
+        prefix=PREFIX,
+        tags=["api"],
+        # Declares the bearer scheme in the OpenAPI document (/docs' "Authorize").
+        dependencies=[Depends(HTTPBearer(auto_error=False))],
+        max_body_size=settings.max_body_bytes,
+    )
 
     @router.post("/rooms/{room}/messages", status_code=201, response_model=Posted)
     async def post_message(room: RoomName, body: PostMessage) -> Posted:
         """Post to a room as the server; every member on every process receives it."""
-        if "\x00" in body.text:
-            raise HTTPException(422, "text contains NUL")
+        try:
+            check_text(body.text, max_text)  # the rule of send on /v1/ws
+        except ProtocolError as exc:
+            raise HTTPException(422, exc.message) from None
         message = await hub.send_to_room(room, body.sender, body.text)
         return Posted(room=room, seq=message.seq, ts=message.ts)
 
     @router.get("/rooms/{room}/messages", response_model=MessagesPage, response_model_by_alias=True)
     async def read_messages(
         room: RoomName,
-        before: Annotated[int | None, Query(ge=1)] = None,
+        before: Annotated[int | None, Query(ge=1, le=MAX_SEQ)] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     ) -> MessagesPage:
         """The last ``limit`` messages before ``before`` (or the newest), ascending."""
-        messages = await hub.history(room, before, limit)
+        # A page is bounded in bytes too, as on /v1/ws: page on with before.
+        messages = await hub.history(room, before, limit, settings.outbox_max_bytes)
         return MessagesPage(
             room=room,
             messages=[

@@ -15,7 +15,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, WebSocket, WebSocketException
 
 from hubbub import protocol
-from hubbub.auth import Authenticator, AuthError, Identity, patterns
+from hubbub.auth import Authenticator, AuthError, Identity, patterns, trusted_origin
 from hubbub.connection import Connection
 from hubbub.errors import CloseCode
 from hubbub.frames import OutFrame
@@ -23,6 +23,8 @@ from hubbub.hub import Hub, NameTaken
 from hubbub.protocol import ErrorCode, ProtocolError
 
 logger = logging.getLogger("hubbub.rooms")
+
+MAX_TIMER = 2.0**31  # seconds (68 years): the longest token-expiry timer set
 
 
 class TokenBucket:
@@ -66,14 +68,19 @@ class RoomSession:
     # -- who is this? ------------------------------------------------------------
 
     async def authenticate(
-        self, texts: AsyncIterator[str], token: str | None, name: str | None
+        self, texts: AsyncIterator[str], token: str | None, name: str | None, guest: str | None
     ) -> bool:
         """Settle the identity from the URL or a first ``hello`` frame; on failure the
         client gets an ``error`` and the connection is closed (1008)."""
         try:
-            if token is None and name is None:
-                token, name = await self._hello(texts)
-            identity = self.auth.verify(token) if token is not None else self.auth.guest(name or "")
+            if token is None and name is None and guest is None:
+                token, name, guest = await self._hello(texts)
+            if token is not None:
+                if name is not None or guest is not None:
+                    raise AuthError("unauthorized", "a token, or a guest's name: not both")
+                identity = self.auth.verify(token)
+            else:
+                identity = self.auth.guest(name, guest)
         except AuthError as exc:
             self.refuse(exc.code, exc.message)
             return False
@@ -84,7 +91,7 @@ class RoomSession:
         self.hub.register_user(self.connection, identity.user)
         return True
 
-    async def _hello(self, texts: AsyncIterator[str]) -> tuple[str | None, str | None]:
+    async def _hello(self, texts: AsyncIterator[str]) -> tuple[str | None, str | None, str | None]:
         timeout = self.hub.settings.hello_timeout
         try:
             first = await asyncio.wait_for(anext(texts), timeout)
@@ -93,9 +100,13 @@ class RoomSession:
         except StopAsyncIteration:
             raise AuthError("unauthorized", "closed before hello") from None
         frame = protocol.decode(first)
-        if not isinstance(frame, protocol.Hello) or (frame.token is None) == (frame.name is None):
-            raise AuthError("unauthorized", 'say {"type":"hello","token":…} (or "name") first')
-        return frame.token, frame.name
+        if not isinstance(frame, protocol.Hello) or (frame.token is None) == (
+            frame.name is None and frame.guest is None
+        ):
+            raise AuthError(
+                "unauthorized", 'say {"type":"hello","token":…} (or "name", or "guest") first'
+            )
+        return frame.token, frame.name, frame.guest
 
     def adopt(self, identity: Identity) -> None:
         """Act as ``identity`` from now on; close the connection when its token expires."""
@@ -104,7 +115,8 @@ class RoomSession:
             self._expiry.cancel()
             self._expiry = None
         if identity.expires_at is not None:
-            delay = max(0.0, identity.expires_at - time.time())
+            # Bounded: an event loop's timer cannot be set centuries ahead.
+            delay = min(max(0.0, identity.expires_at - time.time()), MAX_TIMER)
             self._expiry = asyncio.get_running_loop().call_later(delay, self._expired)
         self.reply(
             protocol.Welcome(
@@ -112,6 +124,8 @@ class RoomSession:
                 name=identity.name,
                 guest=identity.guest,
                 expires=identity.expires_at,
+                guest_token=self.auth.guest_token(identity),
+                epoch=self.hub.epoch,
             )
         )
 
@@ -148,12 +162,7 @@ class RoomSession:
                 self.require_member(room, ref)
                 if not identity.can_write(room):
                     raise ProtocolError(ErrorCode.FORBIDDEN, f"you may not post in {room!r}", ref)
-                if len(text) > self.max_text:
-                    raise ProtocolError(
-                        ErrorCode.TEXT_TOO_LONG, f"text is over {self.max_text} characters", ref
-                    )
-                if "\x00" in text:
-                    raise ProtocolError(ErrorCode.BAD_FRAME, "text contains NUL", ref)
+                protocol.check_text(text, self.max_text, ref)
                 try:
                     message = await self.hub.send_to_room(room, identity.name, text)
                 except Exception as exc:
@@ -164,7 +173,7 @@ class RoomSession:
                         ErrorCode.UNAVAILABLE, "history store unavailable; not sent", ref
                     ) from None
                 self.reply(protocol.Ack(room=room, seq=message.seq, ref=ref))
-            case protocol.Join(room=room, since=since):
+            case protocol.Join(room=room, since=since, epoch=epoch):
                 if not identity.can_read(room):
                     raise ProtocolError(ErrorCode.FORBIDDEN, f"you may not join {room!r}")
                 if room not in self.rooms and len(self.rooms) >= self.max_rooms:
@@ -173,6 +182,10 @@ class RoomSession:
                     )
                 if room in self.rooms:  # joining again: resume from since, if given
                     await self.hub.leave_room(self.connection, room)
+                # A since of another deployment's history means nothing here: start over.
+                reset = since is not None and epoch is not None and epoch != self.hub.epoch
+                if reset:
+                    since = None
                 self.rooms.add(room)
                 try:
                     await self.hub.join_room(
@@ -181,7 +194,13 @@ class RoomSession:
                         identity,
                         since,
                         lambda last, members: self.reply(
-                            protocol.Joined(room=room, seq=last, members=members)
+                            protocol.Joined(
+                                room=room,
+                                seq=last,
+                                members=members,
+                                epoch=self.hub.epoch,
+                                reset=reset,
+                            )
                         ),
                     )
                 except NameTaken as exc:
@@ -201,7 +220,14 @@ class RoomSession:
                 self.reply(protocol.Left(room=room))
             case protocol.History(room=room, before=before, limit=limit):
                 self.require_member(room, None)
-                messages = await self.hub.history(room, before, limit or 50)
+                # Bounded like a backlog page: answer once the outbox is at most half full,
+                # with a page of at most a quarter of it. A client that does not read gets
+                # nothing more queued; it is closed by the keepalive, not held in memory.
+                await self.connection.wait_for_room()
+                if self.connection.closing:
+                    return
+                budget = self.hub.settings.outbox_max_bytes // 4
+                messages = await self.hub.history(room, before, limit or 50, budget)
                 self.reply(protocol.HistoryPage(room=room, messages=messages))
             case protocol.Ping(ref=ref):
                 self.reply(protocol.Pong(ref=ref))
@@ -212,6 +238,11 @@ class RoomSession:
                     raise ProtocolError(ErrorCode(exc.code), exc.message) from None
                 if fresh.user != identity.user:
                     raise ProtocolError(ErrorCode.UNAUTHORIZED, "a refresh is for the same user")
+                if fresh.name != identity.name:
+                    try:
+                        await self.hub.rename(self.connection, self.rooms, fresh)
+                    except NameTaken as exc:
+                        raise ProtocolError(ErrorCode.NAME_TAKEN, str(exc)) from None
                 self.adopt(fresh)
             case protocol.Hello():
                 raise ProtocolError(ErrorCode.BAD_FRAME, "hello comes first, and only once")
@@ -250,12 +281,13 @@ def rooms_router(hub: Hub, auth: Authenticator) -> APIRouter:
         websocket: WebSocket,
         token: Annotated[str | None, Query(max_length=8192)] = None,
         name: Annotated[str | None, Query(max_length=64)] = None,
+        guest: Annotated[str | None, Query(max_length=8192)] = None,
     ) -> None:
         cookie = websocket.cookies.get(settings.session_cookie)
-        if token is None and name is None and cookie is not None:
+        if token is None and name is None and guest is None and cookie is not None:
             # A browser sends cookies to any page's WebSocket: only trusted pages may use
             # them (cross-site WebSocket hijacking). Refused before the upgrade: HTTP 403.
-            if websocket.headers.get("origin") not in allowed_origins:
+            if not trusted_origin(websocket.headers, websocket.url.scheme, allowed_origins):
                 raise WebSocketException(CloseCode.POLICY_VIOLATION, "origin not allowed")
             token = cookie
         connection = await hub.connect(websocket)
@@ -264,7 +296,7 @@ def rooms_router(hub: Hub, auth: Authenticator) -> APIRouter:
         session = RoomSession(hub, auth, connection)
         texts = connection.texts()
         try:
-            authenticated = await session.authenticate(texts, token, name)
+            authenticated = await session.authenticate(texts, token, name, guest)
         except BaseException:
             await session.close()
             await hub.disconnect(connection)

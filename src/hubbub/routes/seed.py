@@ -6,18 +6,31 @@ from typing import Annotated
 
 from fastapi import APIRouter, Cookie, Depends, Query, WebSocket, WebSocketException, status
 
+from hubbub.auth import patterns, trusted_origin
 from hubbub.hub import Hub
 
 CHAT_CHANNEL = "seed:chat"
 
 
 async def cookie_or_token(
+    websocket: WebSocket,
     session: Annotated[str | None, Cookie()] = None,
     token: Annotated[str | None, Query()] = None,
 ) -> str:
-    """The tutorial's credentials: a ``session`` cookie or a ``token`` query; else 1008."""
+    """The tutorial's credentials: a ``session`` cookie or a ``token`` query; else 1008.
+
+    A browser sends its cookies along with any page's WebSocket, so a cookie counts only
+    from a trusted Origin (``--allowed-origins``, or the server's own); an upgrade with a
+    cookie from another Origin is refused (1008 before the upgrade: HTTP 403), which
+    stops cross-site WebSocket hijacking. A client that sends no Origin is no browser:
+    it keeps the tutorial's behaviour.
+    """
     if session is None and token is None:
         raise WebSocketException(code=status.WS_1008_POLICY_VIOLATION)
+    if session is not None and "origin" in websocket.headers:
+        allowed = patterns(websocket.app.state.settings.allowed_origins)
+        if not trusted_origin(websocket.headers, websocket.url.scheme, allowed):
+            raise WebSocketException(code=status.WS_1008_POLICY_VIOLATION)
     return session or token  # type: ignore[return-value]
 
 
@@ -61,14 +74,11 @@ def seed_router(hub: Hub) -> APIRouter:
 
     @router.websocket("/ws/{client_id}")
     async def chat(websocket: WebSocket, client_id: int) -> None:
-        connection = await hub.connect(websocket)
+        # Joined before the 101: a message sent on another process once the client has
+        # it reaches the client.
+        connection = await hub.connect(websocket, CHAT_CHANNEL)
         if connection is None:
             return
-        try:
-            await hub.join(CHAT_CHANNEL, connection)
-        except BaseException:
-            hub.drop(connection)
-            raise
 
         def on_text(text: str) -> None:
             connection.send_text(f"You wrote: {text}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
@@ -14,6 +15,21 @@ def read_window(after: int | None, before: int | None) -> tuple[int, int, bool]:
     low = after if after is not None else 0
     high = before if before is not None else 2**63 - 1
     return low, high, before is not None and after is None
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What every process sharing a store shares: made once, with the schema."""
+
+    epoch: str
+    """16 hex digits naming this history; a new store is a new epoch (``seq`` restarts)."""
+    secret: str
+    """Signs guest tokens, so that every process of the deployment can verify them."""
+
+    @classmethod
+    def new(cls) -> Deployment:
+        """A fresh identity, for a store that has none yet."""
+        return cls(epoch=secrets.token_hex(8), secret=secrets.token_hex(32))
 
 
 @dataclass(frozen=True)
@@ -37,11 +53,23 @@ class Store(ABC):
       readable every smaller ``seq`` is too (a gap seen by a node can always be filled).
     - ``read`` returns messages in ascending ``seq``.
     - Retention deletes the oldest messages of a room; it never renumbers.
+    - ``start`` makes the store's :class:`Deployment` the first time (in the same
+      transaction as the schema, so concurrent first starts agree on one) and reads it
+      every time after: every process on the store sees the same one.
+    - A store made by an earlier version is upgraded in place by ``start``, keeping
+      every message.
     """
 
     def __init__(self, url: str, retention: Retention | None = None) -> None:
         self.url = url
         self.retention = retention or Retention()
+        self._deployment: Deployment | None = None
+
+    @property
+    def deployment(self) -> Deployment:
+        """The deployment this store belongs to; known once started."""
+        assert self._deployment is not None, "store not started"
+        return self._deployment
 
     @abstractmethod
     async def start(self) -> None:

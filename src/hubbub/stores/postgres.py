@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from hubbub.protocol import Message, timestamp
-from hubbub.stores.base import Retention, Store, read_window
+from hubbub.stores.base import Deployment, Retention, Store, read_window
 
 MIGRATIONS = [
     # 1: rooms with their counters, and messages keyed by (room, seq)
@@ -25,6 +25,10 @@ MIGRATIONS = [
         text text NOT NULL, ts text NOT NULL, PRIMARY KEY (room, seq)
     );
     CREATE INDEX hubbub_messages_ts ON hubbub_messages (ts);
+    """,
+    # 2: the deployment's identity (epoch, guest-token secret), made once
+    """
+    CREATE TABLE hubbub_meta (key text PRIMARY KEY, value text NOT NULL);
     """,
 ]
 MIGRATION_LOCK = 0x6875_6262  # pg_advisory_xact_lock key: one migrator at a time
@@ -65,6 +69,16 @@ class PostgresStore(Store):
             for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
                 await conn.execute(script)
                 await conn.execute("INSERT INTO hubbub_schema (version) VALUES ($1)", number)
+            fresh = Deployment.new()
+            await conn.execute(
+                "INSERT INTO hubbub_meta (key, value) VALUES ('epoch', $1), ('secret', $2) "
+                "ON CONFLICT (key) DO NOTHING",
+                fresh.epoch,
+                fresh.secret,
+            )
+            rows = await conn.fetch("SELECT key, value FROM hubbub_meta")
+            meta = {row["key"]: row["value"] for row in rows}
+        self._deployment = Deployment(epoch=meta["epoch"], secret=meta["secret"])
 
     async def stop(self) -> None:
         pool, self._pool = self._pool, None

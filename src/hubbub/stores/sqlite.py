@@ -20,7 +20,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit
 
 from hubbub.protocol import Message, timestamp
-from hubbub.stores.base import Retention, Store, read_window
+from hubbub.stores.base import Deployment, Retention, Store, read_window
 
 T = TypeVar("T")
 
@@ -33,6 +33,10 @@ MIGRATIONS = [
         text TEXT NOT NULL, ts TEXT NOT NULL, PRIMARY KEY (room, seq)
     ) WITHOUT ROWID;
     CREATE INDEX messages_ts ON messages (ts);
+    """,
+    # 2: the deployment's identity (epoch, guest-token secret), made once
+    """
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
     """,
 ]
 PRUNE_EVERY = 100  # appends per room between retention passes
@@ -63,9 +67,11 @@ class SqliteStore(Store):
 
     async def start(self) -> None:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hubbub-sqlite")
-        self._db = await asyncio.get_running_loop().run_in_executor(self._thread, self._open)
+        self._db, self._deployment = await asyncio.get_running_loop().run_in_executor(
+            self._thread, self._open
+        )
 
-    def _open(self) -> sqlite3.Connection:
+    def _open(self) -> tuple[sqlite3.Connection, Deployment]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA busy_timeout = 10000")
@@ -79,12 +85,18 @@ class SqliteStore(Store):
                     if statement.strip():
                         db.execute(statement)
                 db.execute(f"PRAGMA user_version = {number}")
+            fresh = Deployment.new()
+            db.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('epoch', ?), ('secret', ?)",
+                (fresh.epoch, fresh.secret),
+            )
+            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             db.close()
             raise
-        return db
+        return db, Deployment(epoch=meta["epoch"], secret=meta["secret"])
 
     async def stop(self) -> None:
         thread, db = self._thread, self._db

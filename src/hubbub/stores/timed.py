@@ -23,6 +23,7 @@ class TimedStore(Store):
 
     async def start(self) -> None:
         await self.inner.start()
+        self._deployment = self.inner.deployment
 
     async def stop(self) -> None:
         await self.inner.stop()

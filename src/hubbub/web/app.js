@@ -65,18 +65,25 @@ function showSignIn() {
 
 function start(name, token) {
   me = name;
-  client = new HubbubClient(defaultUrl(), { name, token });
+  // A guest keeps its guest token for good: a reload or a second tab is the same guest.
+  const guestToken = token ? null : load("guest");
+  client = new HubbubClient(defaultUrl(), { name, token, guestToken });
   client.on("state", ({ state }) => showState(state));
   client.on("joined", onJoined);
   client.on("message", onMessage);
   client.on("presence", onPresence);
-  client.on("welcome", ({ name: known }) => {
+  client.on("welcome", ({ name: known, guest_token: guestToken }) => {
+    if (guestToken) store("guest", guestToken);
     me = known;
     showMe();
     renderMembers();
   });
   client.on("error", ({ code, message, room }) => {
-    if (!REFUSED.has(code)) notice(room ? `#${room}: ${message}` : message, room);
+    if (code === "name_taken") {
+      // Somebody else goes by this name in that room: pick another one.
+      signOut();
+      $("signin-error").textContent = `Someone in #${room} is called that already; choose another name.`;
+    } else if (!REFUSED.has(code)) notice(room ? `#${room}: ${message}` : message, room);
     else {
       signOut();
       $("signin-error").textContent = `The server said no: ${message}`;
@@ -334,7 +341,8 @@ async function loadOlder(room) {
   const before = seqs.length > 0 ? Math.min(...seqs) : undefined;
   try {
     const page = await client.history(room.name, { before, limit: PAGE });
-    if (page.length < PAGE) room.atStart = true;
+    // A page cut short by its byte budget is not the start: only an empty one, or seq 1.
+    if (page.length === 0 || page[0].seq <= 1) room.atStart = true;
     addMessages(room, page);
   } catch (error) {
     if (error.code !== "closed" && error.code !== "left") notice(error.message);

@@ -9,8 +9,9 @@ const ANSWER = { join: "joined", leave: "left", send: "ack", history: "history",
 // with the same name or token would only be refused again.
 const REFUSED = new Set(["unauthorized", "token_expired", "token_not_yet_valid", "invalid_name"]);
 // Join refusals that mean "not now" rather than "never": the join is tried again later.
-// A name is "taken" mostly by our own previous connection (a reload) not yet seen to go.
-const RETRY_LATER = new Set(["unavailable", "rate_limited", "name_taken"]);
+// ("name_taken" is not one of them: a guest comes back as itself with its guest token, so
+// the name is someone else's.)
+const RETRY_LATER = new Set(["unavailable", "rate_limited"]);
 
 /** A refused request, a closed client or a left room; `code` says which. */
 export class HubbubError extends Error {
@@ -33,18 +34,23 @@ export function defaultUrl(where = window.location) {
  *   message  {room, seq, from, text, ts}      each message once, in seq order per room
  *   joined   {room, seq, members, resumed, reset}   after every (re)join
  *   presence {room, joined, left}
- *   welcome  {user, name, guest, expires}     who the server takes us for (if it says)
+ *   welcome  {user, name, guest, expires, guest_token, epoch}   who the server takes us for
+ *            (a guest's guest_token is what brings it back as itself: keep it)
  *   error    {code, message, room?}           a refusal no promise was waiting for
  *   state    {state, previous}                connecting | connected | reconnecting | offline
  */
 export class HubbubClient extends EventTarget {
-  constructor(url, { name, token, backoffMin = 250, backoffMax = 5000, heartbeat = 15000 } = {}) {
+  constructor(
+    url,
+    { name, token, guestToken, backoffMin = 250, backoffMax = 5000, heartbeat = 15000 } = {},
+  ) {
     super();
-    const target = new URL(url);
-    if (name) target.searchParams.set("name", name);
-    if (token) target.searchParams.set("token", token);
-    this.url = target.href;
+    this._base = new URL(url);
+    if (name) this._base.searchParams.set("name", name);
+    if (token) this._base.searchParams.set("token", token);
+    this.guestToken = (!token && guestToken) || null; // updated by every welcome
     this.name = name || null;
+    this.epoch = null; // the server's deployment, from welcome
     this.state = "offline";
     this.backoffMin = backoffMin;
     this.backoffMax = backoffMax;
@@ -63,6 +69,13 @@ export class HubbubClient extends EventTarget {
     this._refusal = null; // the server's reason, when it refuses the connection itself
     this._closed = false;
     this._onOnline = () => this._retryNow();
+  }
+
+  /** Where the next connection goes: as this guest again, once the server gave a token. */
+  get url() {
+    const target = new URL(this._base);
+    if (this.guestToken) target.searchParams.set("guest", this.guestToken);
+    return target.href;
   }
 
   /** Start connecting; from now on the client reconnects by itself until close(). */
@@ -103,7 +116,7 @@ export class HubbubClient extends EventTarget {
     if (!ROOM.test(room)) return Promise.reject(new HubbubError("bad_room", `bad room name: ${room}`));
     let entry = this._rooms.get(room);
     if (!entry) {
-      entry = { last: null, ready: false, waiters: [], refusals: 0 };
+      entry = { last: null, epoch: null, ready: false, waiters: [], refusals: 0 };
       this._rooms.set(room, entry);
     }
     const joined = new Promise((resolve, reject) => entry.waiters.push({ resolve, reject }));
@@ -166,7 +179,10 @@ export class HubbubClient extends EventTarget {
 
   _sendJoin(room, entry) {
     const frame = { type: "join", room };
-    if (entry.last !== null) frame.since = entry.last; // resume right after the last delivered
+    if (entry.last !== null) {
+      frame.since = entry.last; // resume right after the last delivered
+      if (entry.epoch) frame.epoch = entry.epoch; // ... of the history it belongs to
+    }
     this._write({
       frame,
       resolve: (joined) => this._onJoined(joined, frame.since),
@@ -204,9 +220,11 @@ export class HubbubClient extends EventTarget {
   _onJoined(frame, since) {
     const entry = this._rooms.get(frame.room);
     if (!entry) return; // left while the join was on its way
-    // A room whose last seq is below ours started over (its history store was replaced).
-    const reset = since !== undefined && frame.seq < since;
+    // The server says our since was of another deployment (epoch); an older server says
+    // it only by a last seq below ours. Either way the room's history started over.
+    const reset = since !== undefined && (frame.reset === true || frame.seq < since);
     if (entry.last === null || reset) entry.last = frame.seq;
+    if (frame.epoch) entry.epoch = frame.epoch;
     entry.ready = true;
     entry.refusals = 0;
     this._flush(frame.room); // before anyone hears of the join and asks for more
@@ -277,6 +295,8 @@ export class HubbubClient extends EventTarget {
         return;
       case "welcome":
         this.name = frame.name;
+        if (frame.guest_token) this.guestToken = frame.guest_token;
+        if (frame.epoch) this.epoch = frame.epoch;
         return this._emit("welcome", frame);
       case "error":
         return this._refused(frame);
@@ -295,6 +315,16 @@ export class HubbubClient extends EventTarget {
     const refusal = this._refusal;
     this._refusal = null;
     if (this._closed) return;
+    // A guest token this server cannot take (expired, or of another deployment): come back
+    // as a new guest under the same name rather than not at all.
+    if (event.code === 1008 && refusal?.code === "unauthorized" && this.guestToken) {
+      this.guestToken = null;
+      if (this._base.searchParams.has("name")) {
+        this._setState("reconnecting");
+        this._timer = setTimeout(() => this._open(), 0);
+        return;
+      }
+    }
     // Refused for who we are (older servers say only "invalid name" in the close): stop.
     if (event.code === 1008 && (refusal || event.reason === "invalid name")) {
       const { code, message } = refusal ?? { code: "invalid_name", message: "invalid name" };
