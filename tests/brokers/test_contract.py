@@ -8,7 +8,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from hubbub.brokers import Broker
-from hubbub.brokers.remote import RemoteBroker
+from hubbub.brokers.redis import RedisBroker
+from hubbub.brokers.remote import MAX_SENDERS, RemoteBroker
 from hubbub.config import Settings
 from hubbub.hub import Hub
 from hubbub.stores import store_from_url
@@ -156,3 +157,20 @@ async def test_a_batch_sent_again_is_not_delivered_twice(make_pair: MakePair) ->
     a.publish("again", b"sentinel")
     assert await inbox.next() == ("again", b"sentinel")  # nothing repeated in between
     assert a.stats.listener_errors == 1
+
+
+def test_a_channel_remembers_a_bounded_number_of_senders() -> None:
+    # Bookkeeping only (no server): every process that ever published on a channel
+    # that never empties (presence, the tutorial's chat) used to stay remembered.
+    broker = RedisBroker("redis://127.0.0.1:1")
+    heard: list[bytes] = []
+    broker.set_delivery(lambda channel, payload: heard.append(payload))
+    broker._channels.add("c")
+    for n in range(3 * MAX_SENDERS):
+        node = b"%016x" % n
+        broker._received("c", node + b"%016x" % 1 + broker.epoch + b"x")
+    assert len(broker._last_counter["c"]) == MAX_SENDERS
+    assert len(heard) == 3 * MAX_SENDERS
+    last = b"%016x" % (3 * MAX_SENDERS - 1)
+    broker._received("c", last + b"%016x" % 1 + broker.epoch + b"again")
+    assert heard[-1] == b"x"  # a recent sender's duplicate is still dropped

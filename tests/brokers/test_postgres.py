@@ -157,6 +157,20 @@ async def test_identical_messages_in_one_transaction_all_arrive(
     assert await inbox.take(101) == [("t", b"same")] * 100 + [("t", b"sentinel")]
 
 
+async def test_the_notify_counter_wrapping_does_not_drop_messages(
+    make_brokers: Callable[[], Awaitable[Pair]],
+) -> None:
+    # The NOTIFY counter wraps at 8 hex digits; it once shared its attribute with the
+    # de-duplication counter, which then went backwards: all later messages dropped.
+    a, b = await make_brokers()
+    inbox = Inbox(b)
+    await b.subscribe("t")
+    a._counter = 16**8 - 3
+    for i in range(6):
+        a.publish("t", b"%d" % i)
+        assert await inbox.take(1) == [("t", b"%d" % i)]  # one batch each: wrap between
+
+
 async def test_a_listen_connection_ended_by_the_server_is_rebuilt(
     make_brokers: Callable[[], Awaitable[Pair]], db: Any
 ) -> None:

@@ -109,7 +109,9 @@ class PostgresBroker(RemoteBroker):
         self._names: dict[str, str] = {}  # PostgreSQL channel -> Hubbub channel
         self._on_notify: Callable[[Any, int, str, str], None] | None = None
         self._inline_encoding = "utf-8"
-        self._counter = 0
+        # Keeps identical NOTIFYs of one transaction apart; not RemoteBroker's _counter
+        # (the de-duplication counter), which must never wrap.
+        self._notify_counter = 0
         self._purged_at = float("-inf")
 
     # -- connections -----------------------------------------------------------------
@@ -205,8 +207,9 @@ class PostgresBroker(RemoteBroker):
 
     def _encode(self, channel: str, data: bytes) -> tuple[str, str, bytes | None]:
         """The arguments of ``SEND`` for one message: channel, NOTIFY text, stored bytes."""
-        self._counter = (self._counter + 1) % 16**COUNTER_DIGITS
-        head = data[:NODE_ID_BYTES].decode("ascii") + f"{self._counter:0{COUNTER_DIGITS}x}"
+        self._notify_counter = (self._notify_counter + 1) % 16**COUNTER_DIGITS
+        count = self._notify_counter
+        head = data[:NODE_ID_BYTES].decode("ascii") + f"{count:0{COUNTER_DIGITS}x}"
         payload = data[NODE_ID_BYTES:]
         if HEADER + len(payload) <= NOTIFY_MAX_BYTES and b"\x00" not in payload:
             try:

@@ -37,6 +37,7 @@ NODE_ID_BYTES = 16
 # Between the node id and the payload; ASCII hex, so that text payloads stay text
 # (PostgreSQL's NOTIFY carries text, and NUL bytes not at all).
 COUNTER_BYTES = 16
+MAX_SENDERS = 1024  # per channel: processes whose last counter is remembered
 
 
 def redacted(url: str) -> str:
@@ -137,9 +138,15 @@ class RemoteBroker(Broker):
         # One process's messages keep their order on a channel, so its counter grows.
         counter = int(data[NODE_ID_BYTES : NODE_ID_BYTES + COUNTER_BYTES], 16)
         senders = self._last_counter.setdefault(channel, {})
-        if counter <= senders.get(node, -1):
+        last = senders.pop(node, -1)  # re-inserted below: the dict is oldest-heard first
+        if counter <= last:
+            senders[node] = last
             return
         senders[node] = counter
+        if len(senders) > MAX_SENDERS:
+            # Processes that restarted long ago on a channel that never empties: forget
+            # the one heard from least recently (at worst, one resent batch twice).
+            del senders[next(iter(senders))]
         self.stats.received += 1
         if self._deliver is not None:
             self._deliver(channel[len(self._prefix) :], data[start + EPOCH_BYTES :])
