@@ -269,3 +269,11 @@ def test_docs_are_served_without_the_internet(api_server: ServerProcess) -> None
         urllib.request.urlopen(api_server.http("/redoc"), timeout=TIMEOUT)
     redoc.value.close()
     assert redoc.value.code == 404
+
+
+def test_an_empty_api_key_leaves_the_api_off(start_server: Callable[..., ServerProcess]) -> None:
+    # HUBBUB_API_KEY= (empty, as a compose file leaves it) once let "Bearer " in.
+    server = start_server(env={"HUBBUB_API_KEY": ""})
+    for key in ("", " "):
+        status, answer = api(server, "GET", "/api/v1/rooms", key=key)
+        assert status == 401, (key, answer)

@@ -157,6 +157,20 @@ def test_two_guests_of_one_name_are_two_users_and_a_guest_token_brings_one_back(
     assert (renamed.user, renamed.name) == (first.user, "Zeddy")
 
 
+def test_a_guest_token_is_refused_as_a_user_token_even_under_one_secret() -> None:
+    # The same secret for both: only the token's type tells them apart.
+    same = Authenticator(Settings(jwt_secret=SECRET, guests=True), guest_secret=lambda: SECRET)
+    held = same.guest_token(same.guest("Zed"))
+    assert held is not None
+    assert refused(same, held) == "unauthorized"
+    with pytest.raises(AuthError):
+        same.guest(None, token({"sub": "guest:000000000001", "name": "Zed"}))
+
+
+def test_a_user_token_may_not_claim_a_guest_id(auth: Authenticator) -> None:
+    assert refused(auth, token({"sub": "guest:9b1f0c33e2a4"})) == "unauthorized"
+
+
 def test_guest_tokens_are_no_user_tokens_and_forgeries_are_refused() -> None:
     auth = Authenticator(
         Settings(jwt_secret=SECRET, guests=True), guest_secret=lambda: GUEST_SECRET
@@ -196,6 +210,10 @@ def test_guest_tokens_are_no_user_tokens_and_forgeries_are_refused() -> None:
         "\u0410lice",
         "Ann\ufe0f",
         "\u115f\u1160",
+        "alice ",
+        "alice\u3000",
+        "al  ice",
+        "a\u0661ice",
     ],
 )
 def test_bad_guest_names_are_refused(name: str) -> None:
@@ -220,6 +238,7 @@ def test_guest_names_are_normalised(given: str, kept: str) -> None:
 
 def test_token_names_are_normalised_and_may_not_hide_characters(auth: Authenticator) -> None:
     assert auth.verify(token({"name": "\uff21lice, PhD"})).name == "Alice, PhD"
+    assert auth.verify(token({"name": " Ann\u3000 Lee "})).name == "Ann Lee"  # no twins
     for hidden in ["Alice\n", "\u3164", "Al\u200bice", "   "]:
         assert refused(auth, token({"name": hidden})) == "unauthorized", hidden
 

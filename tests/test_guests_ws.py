@@ -70,6 +70,22 @@ async def test_a_guest_token_brings_the_same_guest_back(server: ServerProcess) -
     await tab.close()
 
 
+async def test_one_guest_has_one_name_in_a_room(server: ServerProcess) -> None:
+    ann = await RoomClient.open(server.ws(""), "Ann")
+    held = (await ann.next_of("welcome"))["guest_token"]
+    await ann.join("lobby")
+    # Another tab of the same guest, under another name: it would post as "Bob" while
+    # the room knows it as "Ann", and the real Bob could then join as a second "Bob".
+    tab = await RoomClient.open(server.ws(""), query=f"guest={held}&name=Bob")
+    await tab.next_of("welcome")
+    mark = len(tab.frames)
+    await tab.send(type="join", room="lobby")
+    assert (await tab.next_of("error", mark))["code"] == "name_taken"
+    await tab.join("elsewhere")  # a room where it is nobody yet
+    await tab.close()
+    await ann.close()
+
+
 @pytest.mark.parametrize(
     "query",
     ["guest=garbage", f"guest={token('guest:000000000000', 'Zed')}", "guest=a.b.c&name=Zed"],
@@ -81,7 +97,7 @@ async def test_a_bad_guest_token_is_refused(server: ServerProcess, query: str) -
 
 @pytest.mark.parametrize(
     "name",
-    ["alice\n", "\u0410lice", "\u3164", "Al\u200bice", "\u115f"],
+    ["alice\n", "\u0410lice", "\u3164", "Al\u200bice", "\u115f", "alice ", "al  ice"],
 )
 async def test_names_that_hide_or_impersonate_are_refused(server: ServerProcess, name: str) -> None:
     client = await RoomClient.open(server.ws(""), name)

@@ -82,8 +82,12 @@ async def test_tokens_in_urls_are_not_logged(
     async with connect(server.ws("/items/3/ws?q=1&token=letmein-4711")) as ws:
         await ws.send("x")
         await ws.recv()
+    async with connect(server.ws("/items/4/ws?%74oken=encoded-0815")) as ws:  # "token"
+        await ws.send("x")
+        assert await ws.recv() == "Session cookie or query token value is: encoded-0815"
     server.wait_for_log(r"/items/3/ws\?q=1&token=\*\*\*")
-    for secret in (user, held, "letmein-4711", user.split(".")[2]):
+    server.wait_for_log(r"/items/4/ws\?%74oken=\*\*\*")
+    for secret in (user, held, "letmein-4711", "encoded-0815", user.split(".")[2]):
         assert secret not in server.log
     assert "/v1/ws?token=***" in server.log and "guest=***" in server.log
     if log_format == "json":

@@ -172,3 +172,30 @@ async def test_a_join_survives_the_room_closing_under_it(tmp_path: Path) -> None
     await joining
     assert hub.is_member(new, "r")  # type: ignore[arg-type]
     await hub.stop()
+
+
+async def test_a_join_that_fails_on_the_store_leaves_no_feed_behind(tmp_path: Path) -> None:
+    # The feed opened (and subscribed), then reading the room's last seq failed: the
+    # memberless feed and its subscription used to stay for good.
+    from hubbub.auth import Identity
+
+    store = store_from_url(f"sqlite:///{tmp_path}/h.db")
+    hub = Hub(Settings(), MemoryBroker(), store)
+    await hub.start()
+    calls = 0
+    last_seq = store.last_seq
+
+    async def failing_second_read(room: str) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # the first read opens the feed, the second is the join's own
+            raise OSError("store gone")
+        return await last_seq(room)
+
+    store.last_seq = failing_second_read  # type: ignore[method-assign]
+    ann = Identity("ann", "Ann", ("*",), ("*",))
+    with pytest.raises(OSError):
+        await hub.join_room(SpyConnection(), "r", ann, None, lambda last, members: None)  # type: ignore[arg-type]
+    assert "r" not in hub._feeds
+    assert "room:r" not in hub.broker.bus.subscribers  # type: ignore[attr-defined]
+    await hub.stop()

@@ -52,7 +52,9 @@ INVISIBLE = frozenset(
 # marks), unassigned, private use, surrogates, line and paragraph separators.
 HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cn", "Co", "Cs", "Zl", "Zp"})
 # Scripts that are written together (Japanese mixes them); any other mix is refused.
-EAST_ASIAN = frozenset({"CJK", "HIRAGANA", "KATAKANA", "HANGUL", "IDEOGRAPHIC", "BOPOMOFO"})
+EAST_ASIAN = frozenset(
+    {"CJK", "HIRAGANA", "KATAKANA", "KATAKANA-HIRAGANA", "HANGUL", "IDEOGRAPHIC", "BOPOMOFO"}
+)
 
 
 class AuthError(HubbubError):
@@ -121,10 +123,14 @@ def _has_hidden(name: str) -> bool:
 
 
 def _scripts(name: str) -> set[str]:
+    # The script of a letter or digit is the first word of its Unicode name (LATIN,
+    # CYRILLIC, ARABIC-INDIC …); ASCII digits (DIGIT …) and modifiers belong to any.
     scripts = set()
     for c in name:
-        if unicodedata.category(c) in ("Lu", "Ll", "Lt", "Lo"):
+        if unicodedata.category(c) in ("Lu", "Ll", "Lt", "Lo", "Lm", "Nd"):
             word = unicodedata.name(c, "?").split(" ", 1)[0]
+            if word in ("DIGIT", "MODIFIER"):
+                continue
             scripts.add("EAST ASIAN" if word in EAST_ASIAN else word)
     return scripts
 
@@ -132,7 +138,8 @@ def _scripts(name: str) -> set[str]:
 def valid_name(name: str) -> str:
     """``name`` in NFKC if it is an acceptable guest name, else :class:`AuthError`."""
     name = unicodedata.normalize("NFKC", name)
-    if not GUEST_NAME.fullmatch(name) or _has_hidden(name):
+    # Trailing or doubled spaces (NFKC makes U+3000, U+00A0 … spaces) would make a twin.
+    if not GUEST_NAME.fullmatch(name) or _has_hidden(name) or name.endswith(" ") or "  " in name:
         raise AuthError(
             "invalid_name",
             "a name is 1-32 letters, digits, spaces or _ . ' - and starts with a letter or digit",
@@ -145,8 +152,10 @@ def valid_name(name: str) -> str:
 def token_name(name: str) -> str:
     """A token's display name in NFKC (at most 64 characters), unless it hides
     characters; then :class:`AuthError`."""
-    name = unicodedata.normalize("NFKC", name)[:TOKEN_NAME_MAX]
-    if not name.strip() or _has_hidden(name):
+    # Spaces collapsed and trimmed, so that "Ann " and "Ann  Lee" are no twins.
+    words = unicodedata.normalize("NFKC", name).split(" ")
+    name = " ".join(word for word in words if word)[:TOKEN_NAME_MAX]
+    if not name or _has_hidden(name):
         raise AuthError("unauthorized", "the token's name is empty or has invisible characters")
     return name
 
@@ -204,6 +213,8 @@ class Authenticator:
         user, name = claims.get("sub"), claims.get("name", claims.get("sub"))
         if not isinstance(user, str) or not user or not isinstance(name, str):
             raise AuthError("unauthorized", "the token's sub and name must be strings")
+        if user.startswith(GUEST_PREFIX):
+            raise AuthError("unauthorized", f"a user id may not start with {GUEST_PREFIX!r}")
         try:
             rooms = _claim_patterns(claims, "rooms")
             read = rooms + _claim_patterns(claims, "read")

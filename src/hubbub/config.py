@@ -137,6 +137,12 @@ class Settings(BaseSettings):
         5.0, gt=0, description="Seconds to flush clients on SIGTERM before aborting them."
     )
 
+    @field_validator("api_key")
+    @classmethod
+    def _empty_is_unset(cls, value: str | None) -> str | None:
+        # HUBBUB_API_KEY= (empty, as compose files leave it) must not open the API.
+        return value or None
+
     @field_validator("broker_url")
     @classmethod
     def _has_scheme(cls, value: str) -> str:

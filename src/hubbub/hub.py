@@ -346,12 +346,22 @@ class Hub:
             feed = await self._open_feed(room)
             if self._feeds.get(room) is not feed:
                 continue  # closed by its last member's leave while we waited: again
-            last = await self.store.last_seq(room)  # read after subscribing: nothing between
+            try:
+                last = await self.store.last_seq(room)  # after subscribing: nothing between
+            except BaseException:
+                if self._feeds.get(room) is feed and not feed.members:
+                    await self._close_feed(room)  # no memberless feed left subscribed
+                raise
             if self._feeds.get(room) is feed:
                 break
-        if self._name_taken(room, identity):
+        held = self.presence.members(room).get(identity.user)
+        if self._name_taken(room, identity) or (held is not None and held != identity.name):
+            # One name per user in a room: not another user's, nor (from another tab or
+            # device) a second one of its own.
             if not feed.members:
                 await self._close_feed(room)
+            if held is not None and held != identity.name:
+                raise NameTaken(f"you are in {room} as {held!r} already")
             raise NameTaken(f"{identity.name!r} is already in {room}")
         await self.presence.add(room, identity.user, identity.name)
         after = last if since is None else min(since, last)

@@ -7,13 +7,26 @@ import json
 import logging
 import re
 from datetime import UTC, datetime
+from urllib.parse import unquote_plus
 
 # Query parameters that carry credentials, wherever a URL appears in a line (uvicorn's
-# "WebSocket /v1/ws?token=… [accepted]" among others).
-CREDENTIALS = re.compile(
-    r"(?<=[?&;])((?:access_)?token|guest|api_key|key|password|secret|session)=[^&\s\"'#]*",
-    re.IGNORECASE,
+# "WebSocket /v1/ws?token=… [accepted]" among others), however their names are encoded.
+SECRET_PARAMETERS = frozenset(
+    {"token", "access_token", "guest", "api_key", "key", "password", "secret", "session"}
 )
+PARAMETER = re.compile(r"(?<=[?&;])([^=&\s\"'#?;]+)=([^&\s\"'#;]*)")
+
+
+def _redact(match: re.Match[str]) -> str:
+    name = match.group(1)
+    if unquote_plus(name).lower() in SECRET_PARAMETERS:
+        return f"{name}=***"
+    return match.group(0)
+
+
+def redact(line: str) -> str:
+    """``line`` with the value of every credential parameter of a URL as ``***``."""
+    return PARAMETER.sub(_redact, line) if "=" in line else line
 
 
 class RedactCredentials(logging.Filter):
@@ -21,7 +34,7 @@ class RedactCredentials(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        redacted = CREDENTIALS.sub(r"\1=***", message)
+        redacted = redact(message)
         if redacted != message:
             record.msg, record.args = redacted, None
         return True

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -37,7 +38,10 @@ ROOM = f"late-{secrets.token_hex(4)}"
 
 
 def subscribing(broker_name: str, channel: str) -> tuple[bytes, ...]:
-    """What a subscription of ``channel`` looks like on the wire to the broker."""
+    """What a subscription of ``channel`` looks like on the wire to the broker (under the
+    namespace the servers inherit from the environment, if any)."""
+    namespace = os.environ.get("HUBBUB_NAMESPACE", "")
+    channel = f"{namespace}/{channel}" if namespace else channel
     if broker_name == "nats":
         return (b"SUB " + subject_for(channel).encode() + b" ",)
     return (b"LISTEN" if broker_name == "postgres" else b"SUBSCRIBE", channel.encode())

@@ -100,7 +100,7 @@ class ApiKeyGate:
 
     def __init__(self, app: ASGIApp, api_key: str | None, max_body_bytes: int) -> None:
         self.app = app
-        self.api_key = None if api_key is None else api_key.encode()
+        self.api_key = api_key.encode() if api_key else None  # empty: the API is off
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -131,8 +131,10 @@ class ApiKeyGate:
                 {"detail": "the API is off: set HUBBUB_API_KEY"}, status.HTTP_401_UNAUTHORIZED
             )
         scheme, _, credentials = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            credentials.strip().encode(), self.api_key
+        if (
+            scheme.lower() != "bearer"
+            or not credentials.strip()
+            or not hmac.compare_digest(credentials.strip().encode(), self.api_key)
         ):
             return JSONResponse(
                 {"detail": "missing or wrong API key"},
