@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hubbub.frames import OutFrame
+from hubbub.outgoing import OutFrame
 
 
 class SpyConnection:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from hubbub.connection import DIRECT_EXTENSION, Connection
-from hubbub.frames import OutFrame
+from hubbub.outgoing import OutFrame
 
 
 @dataclass

@@ -8,7 +8,7 @@ from collections.abc import Awaitable
 import pytest
 
 from hubbub import protocol
-from hubbub.frames import OutFrame
+from hubbub.outgoing import OutFrame
 from hubbub.protocol import Message
 from hubbub.rooms import RoomFeed
 

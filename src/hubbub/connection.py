@@ -30,7 +30,7 @@ from typing import Protocol
 from starlette.websockets import WebSocket
 
 from hubbub.errors import CloseCode
-from hubbub.frames import OutFrame
+from hubbub.outgoing import OutFrame
 from hubbub.metrics import Metrics
 
 logger = logging.getLogger("hubbub.connection")

@@ -20,7 +20,7 @@ from hubbub.brokers.base import Broker
 from hubbub.config import Settings
 from hubbub.connection import Connection
 from hubbub.errors import CloseCode
-from hubbub.frames import OutFrame
+from hubbub.outgoing import OutFrame
 from hubbub.metrics import Metrics
 from hubbub.presence import PRESENCE_CHANNEL, Presence
 from hubbub.protocol import Message

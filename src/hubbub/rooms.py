@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 
 from hubbub import protocol
 from hubbub.connection import Connection
-from hubbub.frames import OutFrame
+from hubbub.outgoing import OutFrame
 from hubbub.metrics import Metrics
 from hubbub.protocol import Message
 from hubbub.stores import Store

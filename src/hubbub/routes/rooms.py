@@ -18,7 +18,7 @@ from hubbub import protocol
 from hubbub.auth import Authenticator, AuthError, Identity, patterns, trusted_origin
 from hubbub.connection import Connection
 from hubbub.errors import CloseCode
-from hubbub.frames import OutFrame
+from hubbub.outgoing import OutFrame
 from hubbub.hub import Hub, NameTaken
 from hubbub.protocol import ErrorCode, ProtocolError
 

@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from websockets.frames import Frame, Opcode
 
-from hubbub.frames import OutFrame, encode_text_frame
+from hubbub.outgoing import OutFrame, encode_text_frame
 
 
 @given(st.binary(max_size=70_000))
