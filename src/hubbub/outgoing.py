@@ -6,22 +6,34 @@ import struct
 from typing import Any
 
 _FIN_TEXT = 0x81
+_FIN_BINARY = 0x82
 
 
-def encode_text_frame(payload: bytes) -> bytes:
-    """A complete, unmasked, final text frame (RFC 6455 §5.2) carrying ``payload``.
+def encode_frame(payload: bytes, first: int = _FIN_TEXT) -> bytes:
+    """A complete, unmasked frame (RFC 6455 §5.2) carrying ``payload``; ``first`` is its
+    first byte (FIN, RSV1-3 and the opcode; default: a final text frame).
 
     Server-to-client frames are never masked, so the same bytes are valid on every
     connection: one encoding serves a whole broadcast.
     """
     n = len(payload)
     if n < 126:
-        header = bytes((_FIN_TEXT, n))
+        header = bytes((first, n))
     elif n < 65536:
-        header = struct.pack("!BBH", _FIN_TEXT, 126, n)
+        header = struct.pack("!BBH", first, 126, n)
     else:
-        header = struct.pack("!BBQ", _FIN_TEXT, 127, n)
+        header = struct.pack("!BBQ", first, 127, n)
     return header + payload
+
+
+def encode_text_frame(payload: bytes) -> bytes:
+    """A final text frame carrying ``payload`` (UTF-8)."""
+    return encode_frame(payload, _FIN_TEXT)
+
+
+def encode_binary_frame(payload: bytes) -> bytes:
+    """A final binary frame carrying ``payload``."""
+    return encode_frame(payload, _FIN_BINARY)
 
 
 class OutFrame:
