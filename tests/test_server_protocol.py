@@ -1,5 +1,6 @@
-"""The server protocol's attached receivers, driven in-process through a recording
-transport: per-turn message budget, order, and what a failing endpoint gets."""
+"""The WebSocket session's attached receivers, driven in-process through a recording
+transport (the entry protocol reads the upgrade, as under ``hubbub serve``): per-turn
+message budget, order, and what a failing endpoint gets."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import uvicorn
 from uvicorn.server import ServerState
 
 from hubbub.connection import DIRECT_EXTENSION
-from hubbub.server import MESSAGES_PER_TURN, HubbubWebSocketProtocol
+from hubbub.transport.entry import HttpEntry
+from hubbub.transport.websocket import MESSAGES_PER_TURN, WebSocketSession
 from tests.rawws import OP_BINARY, OP_PING, OP_TEXT, frame, handshake_request
 
 
@@ -26,6 +28,14 @@ class RecordingTransport(asyncio.Transport):
         self.written = bytearray()
         self.reading_paused = False
         self.closed = False
+        self.protocol: asyncio.BaseProtocol | None = None
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.protocol = protocol
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        assert self.protocol is not None
+        return self.protocol
 
     def write(self, data: Any) -> None:
         self.written += data
@@ -82,7 +92,7 @@ class Recorder:
         self.closed_with.append(code)
 
 
-async def open_attached(early: bytes = b"") -> tuple[HubbubWebSocketProtocol, Recorder, Any]:
+async def open_attached(early: bytes = b"") -> tuple[WebSocketSession, Recorder, Any]:
     """A protocol on a recording transport whose endpoint accepted and attached a
     :class:`Recorder`; ``early`` arrives in the same read as the handshake."""
     recorder = Recorder()
@@ -97,13 +107,15 @@ async def open_attached(early: bytes = b"") -> tuple[HubbubWebSocketProtocol, Re
     # A plain uvicorn config (its defaults: Hubbub's settings) leaves logging alone.
     config = uvicorn.Config(app, log_config=None)
     config.load()
-    protocol = HubbubWebSocketProtocol(config, ServerState(), {})
+    entry = HttpEntry(config=config, server_state=ServerState(), app_state={})
     transport = RecordingTransport()
-    protocol.connection_made(transport)
-    protocol.data_received(handshake_request("/ws", 8000) + early)
+    entry.connection_made(transport)
+    entry.data_received(handshake_request("/ws", 8000) + early)
     await asyncio.wait_for(attached.wait(), 5)
     await asyncio.sleep(0)  # let the ASGI task finish
-    return protocol, recorder, transport
+    session = transport.get_protocol()
+    assert isinstance(session, WebSocketSession)
+    return session, recorder, transport
 
 
 async def turns(n: int) -> None:
@@ -169,7 +181,6 @@ async def test_frames_after_our_close_are_dropped_not_kept() -> None:
     protocol, recorder, transport = await open_attached()
     protocol.close_now(1008, "test")
     protocol.data_received(b"".join(frame(OP_TEXT, b"x") for _ in range(3 * MESSAGES_PER_TURN)))
-    assert protocol._deferred is None
     assert not transport.reading_paused  # the answer to our close must be read
     assert recorder.texts == []
 
@@ -178,10 +189,10 @@ async def test_a_held_receiver_gets_nothing_more_until_released() -> None:
     protocol, recorder, transport = await open_attached()
     protocol.hold_reading(True)
     protocol.data_received(b"".join(frame(OP_TEXT, str(i).encode()) for i in range(10)))
-    assert recorder.texts == ["0"]
+    assert recorder.texts == []
     assert transport.reading_paused
     await turns(3)
-    assert recorder.texts == ["0"]
+    assert recorder.texts == []
     protocol.hold_reading(False)
     await turns(3)
     assert recorder.texts == [str(i) for i in range(10)]

@@ -86,7 +86,7 @@ def test_a_refused_upgrade_gets_its_whole_answer_then_the_end_of_the_stream(
     assert got == status
     assert headers["connection"] == "close"
     assert len(body) == int(headers["content-length"]) > 0  # the whole answer came
-    server.wait_for_log(rf"refusing the upgrade from 127\.0\.0\.1:\d+ with {status}")
+    server.wait_for_log(rf"refusing the request from 127\.0\.0\.1:\d+ with {status}")
     assert_serving(server)
 
 

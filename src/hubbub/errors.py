@@ -10,10 +10,12 @@ class CloseCode(IntEnum):
 
     NORMAL = 1000
     GOING_AWAY = 1001  # server shutting down
+    PROTOCOL_ERROR = 1002  # a frame the RFC does not allow
     UNSUPPORTED_DATA = 1003  # binary frame on a text endpoint
     INVALID_DATA = 1007  # text frame that is not UTF-8
     POLICY_VIOLATION = 1008  # refused credentials, slow consumer
     NO_STATUS = 1005  # received only: the peer's close frame had no code
+    ABNORMAL = 1006  # never sent: the connection ended without a close frame
     MESSAGE_TOO_BIG = 1009
     INTERNAL_ERROR = 1011  # also: keepalive ping timeout
     TRY_AGAIN_LATER = 1013  # connection limit reached
