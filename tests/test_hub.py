@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -69,7 +71,6 @@ async def test_a_broadcast_is_encoded_once(hub: Hub, broker: GatedBroker) -> Non
     frames = {id(m.frames[0]) for m in members}
     assert len(frames) == 1
     assert members[0].frames[0].payload == b"once"
-    assert hub.stats.delivered == 3 and hub.stats.published == 1
 
 
 async def test_last_leave_unsubscribes_and_stops_delivery(hub: Hub, broker: GatedBroker) -> None:
@@ -199,3 +200,167 @@ async def test_a_join_that_fails_on_the_store_leaves_no_feed_behind(tmp_path: Pa
     assert "r" not in hub._feeds
     assert "room:r" not in hub.broker.bus.subscribers  # type: ignore[attr-defined]
     await hub.stop()
+
+
+# -- background tasks ------------------------------------------------------------------
+
+
+class LogEvents(logging.Handler):
+    """Keeps the records of one logger; awaitable, so tests wait on the record itself."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+        self._changed = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+        self._changed.set()
+
+    async def wait_for(self, text: str) -> logging.LogRecord:
+        async def seen() -> logging.LogRecord:
+            while True:
+                for record in self.records:
+                    if text in record.getMessage():
+                        return record
+                self._changed.clear()
+                await self._changed.wait()
+
+        return await asyncio.wait_for(seen(), 10)
+
+
+@pytest.fixture
+def hub_log() -> Iterator[LogEvents]:
+    handler = LogEvents()
+    logger = logging.getLogger("hubbub.hub")
+    logger.addHandler(handler)
+    yield handler
+    logger.removeHandler(handler)
+
+
+def task_failures(hub: Hub, task: str) -> float:
+    value = hub.metrics.registry.get_sample_value("hubbub_task_failures_total", {"task": task})
+    return value or 0.0
+
+
+async def test_a_heartbeat_that_raises_is_logged_counted_and_runs_again(
+    tmp_path: Path, hub_log: LogEvents
+) -> None:
+    hub = Hub(Settings(), MemoryBroker(), store_from_url(f"sqlite:///{tmp_path}/h.db"))
+    hub.restart_delay = 0.0  # the backoff, not what this test is about
+    presence = hub.presence
+    reap = presence.reap
+    rounds = 0
+    beating_again = asyncio.Event()
+
+    def reap_that_fails_once() -> None:
+        nonlocal rounds
+        rounds += 1
+        if rounds == 1:
+            raise RuntimeError("the reaper broke")
+        beating_again.set()
+        reap()
+
+    presence.reap = reap_that_fails_once  # type: ignore[method-assign]
+    await hub.start()
+    try:
+        record = await hub_log.wait_for("presence heartbeat")
+        await asyncio.wait_for(beating_again.wait(), 10)
+    finally:
+        await hub.stop()
+    assert record.levelno == logging.ERROR
+    assert record.exc_info is not None and isinstance(record.exc_info[1], RuntimeError)
+    assert task_failures(hub, "presence heartbeat") == 1
+    assert rounds >= 2
+
+
+async def test_a_one_shot_task_that_raises_is_logged_and_counted(
+    hub: Hub, hub_log: LogEvents
+) -> None:
+    async def snapshot() -> None:
+        raise OSError("broker went away")
+
+    hub._spawn(snapshot())
+    record = await hub_log.wait_for("snapshot")
+    assert record.levelno == logging.ERROR
+    assert record.exc_info is not None and isinstance(record.exc_info[1], OSError)
+    assert task_failures(hub, snapshot.__qualname__) == 1  # named after its coroutine
+    assert not hub._tasks
+
+
+# -- closing a connection --------------------------------------------------------------
+
+
+class CountedConnection(SpyConnection):
+    """A spy that counts how often it is hashed: once per look-up in a set or dict, so
+    a close that scans every user or channel hashes it once per user or channel."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hashed = 0
+        self.closed: list[tuple[int, str]] = []
+
+    def __hash__(self) -> int:
+        self.hashed += 1
+        return id(self)
+
+    def close(self, code: int, reason: str = "") -> None:
+        self.closed.append((code, reason))
+
+    def release(self) -> None:
+        pass
+
+
+async def test_a_close_looks_at_what_the_connection_touched_not_at_everyone(
+    hub: Hub, broker: GatedBroker
+) -> None:
+    broker.gate.set()
+    for i in range(200):
+        other = CountedConnection()
+        hub.register_user(other, f"user{i}")  # type: ignore[arg-type]
+        await hub.join(f"channel{i}", other)  # type: ignore[arg-type]
+    for close in ("disconnect", "drop"):
+        leaving = CountedConnection()
+        hub.register_user(leaving, "me")  # type: ignore[arg-type]
+        await hub.join("mine", leaving)  # type: ignore[arg-type]
+        leaving.hashed = 0
+        if close == "disconnect":
+            await hub.disconnect(leaving)  # type: ignore[arg-type]
+        else:
+            hub.drop(leaving)  # type: ignore[arg-type]
+        assert leaving.hashed < 20, close  # one scan of users or channels: 200 or more
+        assert await hub.disconnect_user("me") == 0
+        hub.publish("mine", "nobody")
+        assert leaving.frames == []
+
+
+async def test_a_close_looks_at_the_rooms_of_the_connection_only(tmp_path: Path) -> None:
+    from hubbub.auth import Identity
+
+    hub = Hub(Settings(), MemoryBroker(), store_from_url(f"sqlite:///{tmp_path}/h.db"))
+    await hub.start()
+    try:
+        for i in range(50):
+            member = Identity(f"user{i}", f"User {i}", ("*",), ("*",))
+            await hub.join_room(CountedConnection(), f"r{i}", member, None, lambda *_: None)  # type: ignore[arg-type]
+        leaving = CountedConnection()
+        ann = Identity("ann", "Ann", ("*",), ("*",))
+        await hub.join_room(leaving, "mine", ann, None, lambda *_: None)  # type: ignore[arg-type]
+        leaving.hashed = 0
+        await hub.disconnect(leaving)  # type: ignore[arg-type]
+        assert leaving.hashed < 20  # one scan of the rooms: 50 or more
+        assert not hub.is_member(leaving, "mine")  # type: ignore[arg-type]
+        assert "ann" not in hub.presence.members("mine")
+    finally:
+        await hub.stop()
+
+
+async def test_a_user_stays_known_while_another_of_its_connections_is_open(hub: Hub) -> None:
+    first, second = CountedConnection(), CountedConnection()
+    hub.register_user(first, "ann")  # type: ignore[arg-type]
+    hub.register_user(second, "ann")  # type: ignore[arg-type]
+    hub.drop(first)  # type: ignore[arg-type]
+    assert await hub.disconnect_user("ann") == 1
+    assert (first.closed, second.closed) == ([], [(1008, "disconnected by the server")])
+    hub.drop(second)  # type: ignore[arg-type]
+    assert await hub.disconnect_user("ann") == 0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 
 
 class CloseCode(IntEnum):
@@ -21,13 +21,109 @@ class CloseCode(IntEnum):
     TRY_AGAIN_LATER = 1013  # connection limit reached
 
 
+class ErrorCode(StrEnum):
+    """Why the server refused something (``error.code`` on the wire)."""
+
+    BAD_JSON = "bad_json"  # not JSON at all
+    BAD_FRAME = "bad_frame"  # JSON, but not a valid frame: missing/wrong field
+    UNKNOWN_TYPE = "unknown_type"
+    NOT_JOINED = "not_joined"  # send/history/leave for a room this connection is not in
+    TOO_MANY_ROOMS = "too_many_rooms"
+    TEXT_TOO_LONG = "text_too_long"
+    RATE_LIMITED = "rate_limited"
+    UNAVAILABLE = "unavailable"  # the store cannot be reached right now
+    UNAUTHORIZED = "unauthorized"  # no identity, or a token that is forged or malformed
+    TOKEN_EXPIRED = "token_expired"
+    TOKEN_NOT_YET_VALID = "token_not_yet_valid"
+    INVALID_NAME = "invalid_name"
+    NAME_TAKEN = "name_taken"  # another user in the room has that display name
+    FORBIDDEN = "forbidden"  # the identity may not read (join) or write (send) the room
+
+
 class HubbubError(Exception):
-    """Base of every error Hubbub raises on purpose."""
+    """Base of every error Hubbub raises on purpose.
+
+    Each type says how a client is answered, here and nowhere else (``hub.answer`` is
+    the one place that answers): ``code``, if set, goes into an ``error`` frame with
+    ``message`` and ``ref``; ``close_code``, if set, then closes the connection, with
+    ``close_reason`` (else ``code``) as the reason.
+
+    - :class:`ProtocolError`: an ``error`` frame with its :class:`ErrorCode`; stays open
+      (:class:`NameTaken`: ``name_taken``).
+    - :class:`Unauthenticated`: an ``error`` frame with the refusal's code, then 1008
+      with the code as reason.
+    - :class:`TooManyRefusals`, :class:`DisconnectedByServer`: 1008.
+    - :class:`ServerBusy`: 1013.
+    - :class:`OriginNotAllowed`: 1008 before the upgrade (an HTTP 403).
+    - ``auth.AuthError``: answered as :class:`Unauthenticated` while the identity is
+      settled, as a :class:`ProtocolError` when a ``refresh`` is refused.
+    """
+
+    code: str | None = None
+    close_code: CloseCode | None = None
+    close_reason: str = ""
+
+    def __init__(self, message: str = "", ref: str | int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.ref = ref
 
 
 class ConfigurationError(HubbubError):
     """The settings ask for something that cannot work (e.g. memory broker with workers > 1)."""
 
 
-class BrokerUnavailable(HubbubError):
-    """The broker cannot be reached right now."""
+class ProtocolError(HubbubError):
+    """Something the client sent that the server refuses; the connection stays open."""
+
+    code: ErrorCode
+
+    def __init__(self, code: ErrorCode, message: str, ref: str | int | None = None) -> None:
+        super().__init__(message, ref)
+        self.code = code
+
+
+class NameTaken(ProtocolError):
+    """Another user in the room already goes by this display name."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(ErrorCode.NAME_TAKEN, message)
+
+
+class Closing(HubbubError):
+    """An error after which the connection is closed."""
+
+    close_code: CloseCode = CloseCode.POLICY_VIOLATION
+
+
+class Unauthenticated(Closing):
+    """The connection has no valid identity (refused at ``hello``, or its token ran out)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class TooManyRefusals(Closing):
+    """The client went on sending what was refused (past ``--max-errors``)."""
+
+    close_reason = "too many refused frames"
+
+
+class ServerBusy(Closing):
+    """Past ``--max-connections``, or shutting down."""
+
+    close_code = CloseCode.TRY_AGAIN_LATER
+    close_reason = "server busy, try again later"
+
+
+class DisconnectedByServer(Closing):
+    """The application asked for every connection of a user to be closed (HTTP API)."""
+
+    close_reason = "disconnected by the server"
+
+
+class OriginNotAllowed(Closing):
+    """A session cookie from a page that is not trusted (cross-site WebSocket hijacking)."""
+
+    close_reason = "origin not allowed"

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import secrets
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from starlette.websockets import WebSocket
 
@@ -19,9 +20,9 @@ from hubbub.auth import Identity, name_key
 from hubbub.brokers.base import Broker
 from hubbub.config import Settings
 from hubbub.connection import Connection
-from hubbub.errors import CloseCode
-from hubbub.outgoing import OutFrame
+from hubbub.errors import DisconnectedByServer, HubbubError, NameTaken, ServerBusy
 from hubbub.metrics import Metrics
+from hubbub.outgoing import OutFrame
 from hubbub.presence import PRESENCE_CHANNEL, Presence
 from hubbub.protocol import Message
 from hubbub.rooms import RoomFeed
@@ -34,23 +35,23 @@ CONTROL_CHANNEL = "control:~"  # disconnect-user requests between processes
 HISTORY_BATCH = 50  # rows per store read of a page cut by bytes (the default limit: one read)
 
 
-class NameTaken(Exception):
-    """Another user in the room already goes by this display name."""
-
-
-@dataclass
-class HubStats:
-    """Counters of what happened on this process since it started."""
-
-    connections_opened: int = 0
-    connections_refused: int = 0
-    slow_consumers: int = 0
-    published: int = 0
-    delivered: int = 0
+def answer(connection: Connection, error: HubbubError) -> None:
+    """Tell the client about ``error`` the way its type says (:class:`HubbubError`): an
+    ``error`` frame if it has a code, then a close if it has a close code. The one place
+    that answers a client's failure."""
+    if error.code is not None:
+        connection.send_one(OutFrame(protocol.error(error)))
+    if error.close_code is not None:
+        connection.close(error.close_code, error.close_reason or error.code or "")
 
 
 class Hub:
     """Local connections and channel membership; the only place fan-out happens."""
+
+    # A long-running task that fails runs again after this many seconds, doubled after
+    # each failure up to restart_delay_max (and back after a run longer than that).
+    restart_delay = 0.05
+    restart_delay_max = 5.0
 
     def __init__(
         self, settings: Settings, broker: Broker, store: Store, metrics: Metrics | None = None
@@ -58,7 +59,6 @@ class Hub:
         self.settings = settings
         self.broker = broker
         self.store = store
-        self.stats = HubStats()
         self.metrics = metrics or Metrics()
         self.connections: set[Connection] = set()
         self._members: dict[str, set[Connection]] = {}
@@ -69,9 +69,13 @@ class Hub:
         self._joining: dict[str, int] = {}
         self._feeds: dict[str, RoomFeed] = {}
         self._opening: dict[str, asyncio.Future[RoomFeed]] = {}
-        self._tasks: set[asyncio.Future[None]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
         self._workers: set[asyncio.Task[None]] = set()  # connections' serial workers
         self._users: dict[str, set[Connection]] = {}
+        # What each connection touched, so that its close costs that and no more.
+        self._user_of: dict[Connection, str] = {}
+        self._channels_of: dict[Connection, set[str]] = {}
+        self._rooms_of: dict[Connection, set[str]] = {}
         self._shutting_down = False
         self.presence = Presence(
             secrets.token_hex(8),
@@ -96,7 +100,7 @@ class Hub:
         await self._subscribe(PRESENCE_CHANNEL)
         await self._subscribe(CONTROL_CHANNEL)
         await self.presence.resync()
-        self._spawn(self.presence.run())
+        self._keep_running("presence heartbeat", self.presence.run)
 
     async def stop(self) -> None:
         """Disconnect the broker and close the store; connections are closed before this."""
@@ -113,10 +117,6 @@ class Hub:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.broker.stop()
         await self.store.stop()
-
-    def begin_shutdown(self) -> None:
-        """Stop being ready: new connections are refused from now on."""
-        self._shutting_down = True
 
     @staticmethod
     def _store_bound(channel: str) -> bool:
@@ -161,18 +161,16 @@ class Hub:
         if refused or self._refusing():
             if joining is not None:
                 self._end_joining(joining)
-            self.stats.connections_refused += 1
-            connection.close(CloseCode.TRY_AGAIN_LATER, "server busy, try again later")
+            answer(connection, ServerBusy())
             async for _ in connection.texts():
                 pass
             self.metrics.closed(connection.close_code, connection.outbox_peak)
             await connection.finish()
             return None
         self.connections.add(connection)
-        self.stats.connections_opened += 1
         if joining is not None:
             # Nothing awaited since the accept: no delivery after the 101 is missed.
-            self._members.setdefault(joining, set()).add(connection)
+            self._add_member(joining, connection)
             self._end_joining(joining)
         return connection
 
@@ -190,9 +188,9 @@ class Hub:
     async def disconnect(self, connection: Connection) -> None:
         """Forget ``connection`` everywhere (leaving its rooms) and release it."""
         self._forget(connection)
-        for channel in [c for c, members in self._members.items() if connection in members]:
+        for channel in self._channels_of.pop(connection, ()):
             await self.leave(channel, connection)
-        for room in [r for r, feed in self._feeds.items() if connection in feed.members]:
+        for room in self._rooms_of.pop(connection, ()):
             await self.leave_room(connection, room)
         await connection.finish()
 
@@ -200,7 +198,7 @@ class Hub:
         """:meth:`disconnect` for a connection of plain channels only, without waiting:
         a channel left empty is unsubscribed in the background."""
         self._forget(connection)
-        for channel in [c for c, members in self._members.items() if connection in members]:
+        for channel in self._channels_of.pop(connection, ()):
             if self._remove_member(channel, connection):
                 self._spawn(self._unsubscribe_if_unused(channel))
         connection.release()
@@ -209,10 +207,15 @@ class Hub:
         if connection in self.connections:
             self.connections.remove(connection)
             self.metrics.closed(connection.close_code, connection.outbox_peak)
-        for user, connections in list(self._users.items()):
-            connections.discard(connection)
-            if not connections:
-                del self._users[user]
+        user = self._user_of.pop(connection, None)
+        if user is not None:
+            self._remove_user_connection(user, connection)
+
+    def _remove_user_connection(self, user: str, connection: Connection) -> None:
+        connections = self._users[user]
+        connections.discard(connection)
+        if not connections:
+            del self._users[user]
 
     async def _unsubscribe_if_unused(self, channel: str) -> None:
         # Nobody joined again, or is joining (see connect), in the meantime.
@@ -220,12 +223,11 @@ class Hub:
             await self._unsubscribe(channel)
 
     def _on_slow_consumer(self, connection: Connection) -> None:
-        self.stats.slow_consumers += 1
         self.metrics.slow_consumers.inc()
         frames, size = connection.queued
         client = connection.websocket.client
         extra = {"conn": connection.id}
-        user = next((u for u, conns in self._users.items() if connection in conns), None)
+        user = self._user_of.get(connection)
         if user is not None:
             extra["user"] = user
         logger.warning(
@@ -266,14 +268,11 @@ class Hub:
 
     async def join(self, channel: str, connection: Connection) -> None:
         """Make ``connection`` a member of ``channel``; subscribes the broker on first use."""
-        members = self._members.get(channel)
-        if members is None:
-            members = self._members[channel] = set()
-        members.add(connection)
+        self._add_member(channel, connection)
         try:
             await self._subscribe(channel)
         except BaseException:
-            members.discard(connection)
+            self._remove_member(channel, connection)
             raise
 
     async def leave(self, channel: str, connection: Connection) -> None:
@@ -281,8 +280,13 @@ class Hub:
         if self._remove_member(channel, connection):
             await self._unsubscribe(channel)
 
+    def _add_member(self, channel: str, connection: Connection) -> None:
+        self._members.setdefault(channel, set()).add(connection)
+        self._channels_of.setdefault(connection, set()).add(channel)
+
     def _remove_member(self, channel: str, connection: Connection) -> bool:
         # True when the channel has no member left on this process (and is forgotten).
+        _discard(self._channels_of, connection, channel)
         members = self._members.get(channel)
         if members is None:
             return False
@@ -298,7 +302,6 @@ class Hub:
         Members on this process get it at once, whatever the broker's state; the broker
         carries it to the other processes.
         """
-        self.stats.published += 1
         self.metrics.messages_published.inc()
         payload = text.encode()
         self._deliver(channel, payload)
@@ -322,7 +325,6 @@ class Hub:
         for connection in members:
             connection.send(frame)
         count = len(members)
-        self.stats.delivered += count
         self.metrics.sent(count, count * frame.size)  # once per broadcast, not per member
 
     # -- rooms (the /v1/ws protocol) -----------------------------------------------
@@ -366,6 +368,7 @@ class Hub:
         await self.presence.add(room, identity.user, identity.name)
         after = last if since is None else min(since, last)
         member = feed.add(connection, identity.user, identity.name, after, since is not None)
+        self._rooms_of.setdefault(connection, set()).add(room)
         announce(last, sorted(self.presence.members(room).values()))
         if since is not None:
             await feed.catch_up(member)
@@ -395,6 +398,7 @@ class Hub:
         member = feed.remove(connection) if feed is not None else None
         if feed is None or member is None:
             return False
+        _discard(self._rooms_of, connection, room)
         await self.presence.remove(room, member.user)
         if not feed.members:
             await self._close_feed(room)
@@ -414,7 +418,6 @@ class Hub:
         """Store a message (which gives it its ``seq``) and deliver it everywhere."""
         message = await self.store.append(room, sender, text, protocol.timestamp())
         payload = protocol.encode(message)
-        self.stats.published += 1
         self.metrics.messages_published.inc()
         feed = self._feeds.get(room)
         if feed is not None:
@@ -503,6 +506,10 @@ class Hub:
 
     def register_user(self, connection: Connection, user: str) -> None:
         """Remember whose ``connection`` this is (for disconnecting a user)."""
+        previous = self._user_of.get(connection)
+        if previous is not None and previous != user:
+            self._remove_user_connection(previous, connection)
+        self._user_of[connection] = user
         self._users.setdefault(user, set()).add(connection)
 
     async def disconnect_user(self, user: str) -> int:
@@ -517,10 +524,56 @@ class Hub:
     def _kick(self, user: str) -> int:
         connections = self._users.get(user, set())
         for connection in connections:
-            connection.close(CloseCode.POLICY_VIOLATION, "disconnected by the server")
+            answer(connection, DisconnectedByServer())
         return len(connections)
 
-    def _spawn(self, work: Awaitable[None]) -> None:
-        task = asyncio.ensure_future(work)
+    # -- background tasks -------------------------------------------------------------
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str | None = None) -> None:
+        """Run ``work`` as a task the hub owns (cancelled by :meth:`stop`); if it fails,
+        the failure is logged and counted under ``name`` (default: the coroutine's)."""
+        name = name or getattr(work, "__qualname__", "task")
+        task = asyncio.get_running_loop().create_task(work, name=name)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self._task_failed(task.get_name(), exc, "")
+
+    def _keep_running(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
+        """Run ``run()`` for as long as the hub runs: whenever it fails (or returns), log
+        it, count it and start it again after a backoff with jitter."""
+        self._spawn(self._supervise(name, run), name)
+
+    async def _supervise(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
+        loop = asyncio.get_running_loop()
+        delay = self.restart_delay
+        while True:
+            started = loop.time()
+            try:
+                await run()
+            except Exception as exc:
+                failure: Exception = exc
+            else:
+                failure = RuntimeError(f"{name} returned; it runs until cancelled")
+            if loop.time() - started > self.restart_delay_max:
+                delay = self.restart_delay  # it had been running well: a fresh failure
+            wait = delay * random.uniform(0.5, 1.0)
+            self._task_failed(name, failure, f"; restarting it in {wait:.2f}s")
+            await asyncio.sleep(wait)
+            delay = min(delay * 2, self.restart_delay_max)
+
+    def _task_failed(self, name: str, exc: BaseException, then: str) -> None:
+        self.metrics.task_failures.labels(task=name).inc()
+        logger.error("background task %r failed%s", name, then, exc_info=exc)
+
+
+def _discard(index: dict[Connection, set[str]], connection: Connection, name: str) -> None:
+    # Removes name from what connection touched; forgets the connection once it is empty.
+    names = index.get(connection)
+    if names is not None:
+        names.discard(name)
+        if not names:
+            del index[connection]

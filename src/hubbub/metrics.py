@@ -118,6 +118,13 @@ class Metrics:
             "Broker messages of another deployment (another epoch) on the same broker, dropped.",
             registry=r,
         )
+        self.task_failures = Counter(
+            "hubbub_task_failures",
+            "Background tasks of the hub that raised, by task; a long-running one (the "
+            "presence heartbeat) is restarted.",
+            ["task"],
+            registry=r,
+        )
         self.store_seconds = Histogram(
             "hubbub_store_operation_seconds",
             "Time taken by store operations, by operation.",

@@ -16,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import msgspec
 
@@ -127,7 +128,9 @@ class Presence:
 
     # -- the others --------------------------------------------------------------------
 
-    def on_message(self, payload: bytes, spawn: Callable[[Awaitable[None]], None]) -> None:
+    def on_message(
+        self, payload: bytes, spawn: Callable[[Coroutine[Any, Any, None]], None]
+    ) -> None:
         """A presence message from another process."""
         try:
             event = self._decoder.decode(payload)

@@ -7,11 +7,13 @@ is the specification these follow.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Annotated, Any
 
 import msgspec
 from msgspec import Meta, Struct, field
+
+# decode and check_text raise ProtocolError (so both are importable from here too).
+from hubbub.errors import ErrorCode, HubbubError, ProtocolError
 
 ROOM_NAME = r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}"
 # msgspec matches with Python's re, whose $ also matches before a final newline: \Z.
@@ -23,35 +25,6 @@ Seq = Annotated[int, Meta(ge=0, le=MAX_SEQ)]
 Epoch = Annotated[str, Meta(max_length=64)]
 Ref = Annotated[str, Meta(max_length=64)] | Annotated[int, Meta(ge=-(2**53), le=2**53)]
 Limit = Annotated[int, Meta(ge=1, le=1000)]
-
-
-class ErrorCode(StrEnum):
-    """Why the server refused a frame (``error.code``)."""
-
-    BAD_JSON = "bad_json"  # not JSON at all
-    BAD_FRAME = "bad_frame"  # JSON, but not a valid frame: missing/wrong field
-    UNKNOWN_TYPE = "unknown_type"
-    NOT_JOINED = "not_joined"  # send/history/leave for a room this connection is not in
-    TOO_MANY_ROOMS = "too_many_rooms"
-    TEXT_TOO_LONG = "text_too_long"
-    RATE_LIMITED = "rate_limited"
-    UNAVAILABLE = "unavailable"  # the store cannot be reached right now
-    UNAUTHORIZED = "unauthorized"  # no identity, or a token that is forged or malformed
-    TOKEN_EXPIRED = "token_expired"
-    TOKEN_NOT_YET_VALID = "token_not_yet_valid"
-    INVALID_NAME = "invalid_name"
-    NAME_TAKEN = "name_taken"  # another user in the room has that display name
-    FORBIDDEN = "forbidden"  # the identity may not read (join) or write (send) the room
-
-
-class ProtocolError(Exception):
-    """A frame the server refuses; becomes an ``error`` frame."""
-
-    def __init__(self, code: ErrorCode, message: str, ref: str | int | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.ref = ref
 
 
 # -- client -> server -------------------------------------------------------------
@@ -270,9 +243,9 @@ def encode(frame: ServerFrame) -> bytes:
     return _encoder.encode(frame)
 
 
-def error(exc: ProtocolError) -> bytes:
-    """The ``error`` frame for ``exc``."""
-    return encode(Error(code=exc.code.value, message=exc.message, ref=exc.ref))
+def error(exc: HubbubError) -> bytes:
+    """The ``error`` frame for ``exc`` (one whose type has a ``code``)."""
+    return encode(Error(code=str(exc.code), message=exc.message, ref=exc.ref))
 
 
 def timestamp(moment: datetime | None = None) -> str:

@@ -15,12 +15,13 @@ a duplicate at the boundary.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from hubbub import protocol
 from hubbub.connection import Connection
-from hubbub.outgoing import OutFrame
 from hubbub.metrics import Metrics
+from hubbub.outgoing import OutFrame
 from hubbub.protocol import Message
 from hubbub.stores import Store
 
@@ -59,7 +60,7 @@ class RoomFeed:
         name: str,
         store: Store,
         delivered: int,
-        spawn: Callable[[Awaitable[None]], None],
+        spawn: Callable[[Coroutine[Any, Any, None]], None],
         metrics: Metrics | None = None,
     ) -> None:
         self.name = name

@@ -21,8 +21,8 @@ from hubbub.auth import Identity
 from hubbub.brokers import broker_from_url
 from hubbub.brokers.remote import RemoteBroker
 from hubbub.config import Settings
-from hubbub.outgoing import OutFrame
 from hubbub.hub import Hub
+from hubbub.outgoing import OutFrame
 from hubbub.stores import store_from_url
 from tests.services import service_url
 

@@ -21,7 +21,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from hubbub.brokers.nats import subject_for
+from hubbub.brokers.nats_wire import subject_for
 from hubbub.hub import ROOM_PREFIX
 from hubbub.routes.seed import CHAT_CHANNEL
 from tests.integration.chat import TIMEOUT, ChatClient

@@ -1,65 +1,35 @@
 """Core NATS pub/sub (``nats://``) through ``nats-py``; no JetStream.
 
-One connection per process, one NATS subscription per Hubbub channel. Reconnection,
-re-subscription and the outage buffer belong to :class:`RemoteBroker`, so nats-py's own
-reconnection and PINGs are turned off: when the connection drops, nats-py closes the
-client, its callbacks resolve this connection's ``lost`` future, and ``_listen`` raises
-at once; after ``ping_interval`` seconds without that, ``_listen`` PINGs the server and
-raises if no PONG comes within ``ping_timeout`` (a frozen server). nats-py's errors are
-logged in one line each (connection errors at DEBUG: the supervisor reports the lost
-connection itself), never with a stack trace. Subscribing and sending return after a
-round trip that proves the server has processed the SUB or the whole batch. The
-connection is opened with ``no_echo``, so the server does not even send this process
-its own messages back (``_received`` would drop them anyway).
+One connection per process, one NATS subscription per Hubbub channel; how channels
+become subjects and payloads become frames (split beyond the server's
+``max_payload``, re-joined and de-duplicated on arrival) is ``nats_wire.py``.
 
-Subjects
-    A channel whose name is made only of ``A-Z a-z 0-9 _ -`` travels on
-    ``hubbub.r.<name>``. Any other name (dots, spaces, ``*``, ``>``, non-ASCII, ...)
-    travels on ``hubbub.b.<base64url of its UTF-8, unpadded>``, and the empty name on
-    ``hubbub.e``. The second token keeps the three forms apart, so distinct channels
-    never share a subject and no channel is ever a wildcard. The server's control-line
-    limit (4 KiB by default) bounds names to about 2.9 KiB of UTF-8.
-
-Frames
-    Every message starts with a kind byte, the sender's node id and the sender's
-    message sequence number (big-endian u64): 25 bytes of overhead. The sequence number
-    lets a receiver drop duplicates: when the connection breaks before the server has
-    confirmed a batch (the PONG after it), the shared sender re-sends the whole batch on
-    the next connection, although the server may have delivered part of it already. A
-    re-sent message keeps its number (numbers advance only when a batch is confirmed, and
-    a re-sent batch starts with the same messages), and a receiver delivers a message
-    only if its number is above the last one it delivered from that sender on that
-    channel.
-
-Large payloads
-    The server refuses messages above its ``max_payload`` (announced in its INFO, 1 MiB
-    by default), and Hubbub payloads may be larger. Rather than drop them, a message
-    that does not fit in one frame (``0x00``) is split into consecutive parts (``0x01``),
-    each carrying the part index and count (two big-endian u32) and a slice of the
-    payload, every part within ``max_payload``. A sender publishes the parts of one
-    message back to back on the channel's subject, and NATS keeps one connection's
-    messages in order, so the receiver reassembles per (channel, sender) and delivers the
-    payload when the last part arrives; payloads from one sender stay in order whatever
-    their size. Part 0 always starts afresh (a re-sent batch), a part out of sequence
-    discards what was gathered (this process subscribed mid-message, or the client
-    dropped a part), and incomplete messages are bounded by
-    :attr:`NatsBroker.reassembly_bytes`: beyond it the oldest is discarded, counted in
-    ``stats.dropped`` and logged. What was gathered is forgotten on reconnection.
+Reconnection, re-subscription and the outage buffer belong to :class:`RemoteBroker`,
+so nats-py's own reconnection and PINGs are turned off: when the connection drops,
+nats-py closes the client, its callbacks resolve this connection's ``lost`` future, and
+``_listen`` raises at once; after ``ping_interval`` seconds without that, ``_listen``
+PINGs the server and raises if no PONG comes within ``ping_timeout`` (a frozen server).
+nats-py's errors are logged in one line each (connection errors at DEBUG: the
+supervisor reports the lost connection itself), never with a stack trace. Subscribing
+and sending return after a round trip that proves the server has processed the SUB or
+the whole batch. The connection is opened with ``no_echo``, so the server does not even
+send this process its own messages back (``_received`` would drop them anyway).
+Incomplete large messages are bounded by :attr:`NatsBroker.reassembly_bytes`; what is
+discarded for it is counted in ``stats.dropped`` and logged, and what was gathered is
+forgotten on reconnection.
 
 Slow consumer
     nats-py drops messages a subscription cannot queue (its pending limits); each such
     drop is counted in ``stats.dropped`` and the first one per connection is logged.
+
+What nats-py does not document (its write queue, its tasks, its socket) is reached only
+through ``hubbub.upstream``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import contextlib
-import functools
-import re
-import struct
-from collections.abc import Awaitable, Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -68,22 +38,13 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-from hubbub.brokers.remote import NODE_ID_BYTES, RemoteBroker, logger
+from hubbub import upstream
+from hubbub.brokers.nats_wire import MIN_MAX_PAYLOAD, Reassembler, frames_for, subject_for
+from hubbub.brokers.remote import RemoteBroker, describe, logger
 
 T = TypeVar("T")
 
-SUBJECT_PREFIX = "hubbub."
-WHOLE = b"\x00"
-PART = b"\x01"
-_SEQ = struct.Struct(">Q")
-_PART_INDEX = struct.Struct(">II")  # index, count
-WHOLE_HEADER_BYTES = 1 + NODE_ID_BYTES + _SEQ.size
-PART_HEADER_BYTES = WHOLE_HEADER_BYTES + _PART_INDEX.size
-# A server announcing less than this could not carry a useful share of a payload per part.
-MIN_MAX_PAYLOAD = 1024
-
 _NEVER = 365 * 24 * 3600
-_LITERAL = re.compile(r"[A-Za-z0-9_-]+")
 # Errors that mean the connection itself is gone; the supervisor reports those once.
 _CONNECTION_ERRORS = (
     OSError,
@@ -94,151 +55,6 @@ _CONNECTION_ERRORS = (
 )
 
 
-@functools.lru_cache(maxsize=4096)
-def subject_for(channel: str) -> str:
-    """The NATS subject that carries ``channel`` (see the module doc); never a wildcard."""
-    if _LITERAL.fullmatch(channel):
-        return f"{SUBJECT_PREFIX}r.{channel}"
-    if not channel:
-        return f"{SUBJECT_PREFIX}e"
-    raw = channel.encode("utf-8", "surrogatepass")
-    return f"{SUBJECT_PREFIX}b.{base64.urlsafe_b64encode(raw).rstrip(b'=').decode('ascii')}"
-
-
-def frames_for(data: bytes, seq: int, max_payload: int) -> Iterator[bytes]:
-    """The NATS messages that carry ``data`` (node id + payload), the sender's message
-    number ``seq``, each within ``max_payload`` bytes (see the module doc)."""
-    head = data[:NODE_ID_BYTES] + _SEQ.pack(seq)
-    payload = data[NODE_ID_BYTES:]
-    if WHOLE_HEADER_BYTES + len(payload) <= max_payload:
-        yield WHOLE + head + payload
-        return
-    piece = max_payload - PART_HEADER_BYTES
-    if piece < 1:
-        raise ValueError(f"max_payload {max_payload} leaves no room for a part")
-    count = -(-len(payload) // piece)
-    for index in range(count):
-        yield (
-            PART
-            + head
-            + _PART_INDEX.pack(index, count)
-            + payload[index * piece : (index + 1) * piece]
-        )
-
-
-@dataclass
-class _Partial:
-    seq: int
-    count: int
-    pieces: list[bytes] = field(default_factory=list)
-    size: int = 0
-
-
-class Reassembler:
-    """Turns received frames back into ``node id + payload``, per (channel, sender):
-    joins parts and drops what was already delivered (see the module doc).
-
-    ``on_drop(channel, size)`` is called for each incomplete message discarded to stay
-    within ``budget`` bytes.
-    """
-
-    def __init__(self, budget: int, on_drop: Callable[[str, int], None]) -> None:
-        self.budget = budget
-        self.on_drop = on_drop
-        self.pending_bytes = 0
-        self.duplicates = 0
-        self._partial: dict[tuple[str, bytes], _Partial] = {}
-        self._delivered: dict[tuple[str, bytes], int] = {}  # last seq, per channel and sender
-
-    def feed(self, channel: str, frame: bytes) -> bytes | None:
-        """The complete ``node id + payload`` that ``frame`` finishes, else None."""
-        kind = frame[:1]
-        if kind == WHOLE and len(frame) >= WHOLE_HEADER_BYTES:
-            return self._whole(channel, frame)
-        if kind == PART and len(frame) >= PART_HEADER_BYTES:
-            return self._part(channel, frame)
-        logger.debug("nats broker: ignoring a malformed frame on %r", channel)
-        return None
-
-    def _whole(self, channel: str, frame: bytes) -> bytes | None:
-        node = frame[1 : 1 + NODE_ID_BYTES]
-        key = (channel, node)
-        if self._partial:
-            # The sender moved on: what it left unfinished here will not be completed.
-            self._discard(key)
-        if self._duplicate(key, _SEQ.unpack_from(frame, 1 + NODE_ID_BYTES)[0]):
-            return None
-        return node + frame[WHOLE_HEADER_BYTES:]
-
-    def _part(self, channel: str, frame: bytes) -> bytes | None:
-        node = frame[1 : 1 + NODE_ID_BYTES]
-        (seq,) = _SEQ.unpack_from(frame, 1 + NODE_ID_BYTES)
-        index, count = _PART_INDEX.unpack_from(frame, WHOLE_HEADER_BYTES)
-        key = (channel, node)
-        partial = self._partial.get(key)
-        if index == 0:
-            # A re-sent batch starts its message again from part 0.
-            self._discard(key)
-            last = self._delivered.get(key)
-            if last is not None and seq <= last:
-                self.duplicates += 1
-                return None  # its later parts find no partial and are ignored
-            partial = self._partial[key] = _Partial(seq, count)
-        elif (
-            partial is None
-            or seq != partial.seq
-            or index != len(partial.pieces)
-            or count != partial.count
-        ):
-            # Subscribed mid-message, an earlier part was dropped, or a duplicate.
-            self._discard(key)
-            logger.debug("nats broker: part %d/%d on %r out of sequence", index, count, channel)
-            return None
-        piece = frame[PART_HEADER_BYTES:]
-        partial.pieces.append(piece)
-        partial.size += len(piece)
-        self.pending_bytes += len(piece)
-        if index + 1 < count:
-            self._keep_within_budget()
-            return None
-        self._discard(key)
-        if self._duplicate(key, seq):
-            return None
-        return node + b"".join(partial.pieces)
-
-    def _keep_within_budget(self) -> None:
-        while self.pending_bytes > self.budget and self._partial:
-            oldest = next(iter(self._partial))
-            self.on_drop(oldest[0], self._partial[oldest].size)
-            self._discard(oldest)
-
-    def reset(self) -> None:
-        """Discard incomplete messages (the connection that carried them is gone); what
-        was delivered is remembered, so that re-sent batches are not delivered again."""
-        self._partial.clear()
-        self.pending_bytes = 0
-
-    def forget(self, channel: str) -> None:
-        """Discard everything about ``channel`` (it was unsubscribed)."""
-        for key in [key for key in self._partial if key[0] == channel]:
-            self._discard(key)
-        for key in [key for key in self._delivered if key[0] == channel]:
-            del self._delivered[key]
-
-    def _duplicate(self, key: tuple[str, bytes], seq: int) -> bool:
-        last = self._delivered.get(key)
-        if last is not None and seq <= last:
-            self.duplicates += 1
-            return True
-        self._delivered[key] = seq
-        return False
-
-    def _discard(self, key: tuple[str, bytes]) -> None:
-        partial = self._partial.pop(key, None)
-        if partial is not None:
-            self.pending_bytes -= partial.size
-
-
 @dataclass
 class _Link:
     """One connection and everything that belongs to it, so that callbacks of a closed
@@ -247,8 +63,17 @@ class _Link:
     nc: Client
     lost: asyncio.Future[str]
     subs: dict[str, Subscription] = field(default_factory=dict)
+    # nats-py's task per subscription, until it ends (awaited by _disconnect).
+    sub_tasks: set[asyncio.Task[None]] = field(default_factory=set)
     last_error: str = ""
     slow_reported: bool = False
+
+    def track(self, sub: Subscription) -> None:
+        """Remember the task nats-py runs for ``sub``, until it ends."""
+        task = upstream.nats_subscription_task(sub)
+        if task is not None and not task.done():
+            self.sub_tasks.add(task)
+            task.add_done_callback(self.sub_tasks.discard)
 
     async def guard(self, operation: Coroutine[Any, Any, T]) -> T:
         """Run ``operation`` unless the connection is lost first (then raise).
@@ -344,18 +169,18 @@ class NatsBroker(RemoteBroker):
         if link is None:
             return
         nc = link.nc
-        # nats-py cancels its tasks on close but never awaits them; collected before
-        # close() forgets the subscriptions, awaited below so that none outlives us.
-        tasks = _client_tasks(nc)
+        # nats-py cancels its tasks on close but never awaits them: awaited below, so
+        # that none outlives us.
+        tasks = [*upstream.nats_tasks(nc), *link.sub_tasks]
         try:
             await asyncio.wait_for(nc.close(), self.close_timeout)
         except Exception as exc:
-            logger.debug("%s: close failed: %s", self._name, _describe(exc))
+            logger.debug("%s: close failed: %s", self._name, describe(exc))
         finally:
             # Also when cancelled (stop() during a reconnection): nothing may outlive this.
             # close() may have timed out or returned early (an earlier close is stuck
             # sending to a frozen server): drop the socket rather than leave it open.
-            _abort_transport(nc)
+            upstream.nats_abort(nc)
             if not link.lost.done():
                 link.lost.set_result("closed")
             pending = [task for task in tasks if not task.done()]
@@ -380,7 +205,7 @@ class NatsBroker(RemoteBroker):
                     "%s: slow consumer, dropping messages on %s", self._name, exc.subject
                 )
             return
-        description = _describe(exc)
+        description = describe(exc)
         if isinstance(exc, _CONNECTION_ERRORS):
             link.last_error = description
             # The supervisor logs the lost connection once; this is only the detail.
@@ -407,7 +232,10 @@ class NatsBroker(RemoteBroker):
             await link.guard(self._subscribe_on(link, channel))
 
     async def _subscribe_on(self, link: _Link, channel: str) -> None:
+        # Tracked as soon as subscribe() returns: it makes the task, and nats-py drops a
+        # cancellation that arrives after that (see _stop_if_cancelled), so it returns.
         sub = await link.nc.subscribe(subject_for(channel), cb=self._handler(link, channel))
+        link.track(sub)
         link.subs[channel] = sub  # before the round trip, so that an unsubscribe finds it
         _stop_if_cancelled()
         await _round_trip(link.nc)  # the server has processed SUB once it answers
@@ -471,10 +299,9 @@ class NatsBroker(RemoteBroker):
 
 async def _round_trip(nc: Client) -> None:
     """Return once the server has processed every command sent so far."""
-    # nats-py's flush() writes its PING straight to the socket, ahead of commands still
-    # queued for its flusher task, so its PONG alone proves nothing about them: first
-    # wait until the flusher has handed them to the socket.
-    await nc._flush_pending(force_flush=True)
+    # flush()'s PONG proves nothing about commands still queued for nats-py's flusher
+    # (its PING overtakes them): first wait until they are written to the socket.
+    await upstream.nats_write_pending(nc)
     _stop_if_cancelled()
     await nc.flush()
 
@@ -488,27 +315,3 @@ def _stop_if_cancelled() -> None:
     task = asyncio.current_task()
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-def _client_tasks(nc: Client) -> list[asyncio.Task[Any]]:
-    """The tasks nats-py runs for ``nc`` (its own loops and one per subscription)."""
-    candidates: list[object] = [
-        nc._reading_task,
-        nc._ping_interval_task,
-        nc._flusher_task,
-        nc._reconnection_task,
-    ]
-    candidates += [getattr(sub, "_wait_for_msgs_task", None) for sub in nc._subs.values()]
-    return [task for task in candidates if isinstance(task, asyncio.Task)]
-
-
-def _abort_transport(nc: Client) -> None:
-    """Drop ``nc``'s socket at once, unsent data and all (a no-op once it is closed)."""
-    writer = getattr(nc._transport, "_io_writer", None)
-    if isinstance(writer, asyncio.StreamWriter):
-        with contextlib.suppress(Exception):
-            writer.transport.abort()

@@ -120,11 +120,6 @@ class RemoteBroker(Broker):
     def ready(self) -> bool:
         return self._connected
 
-    @property
-    def buffered(self) -> int:
-        """Payloads waiting to be sent."""
-        return len(self._outgoing)
-
     def _received(self, channel: str, data: bytes) -> None:
         """Hand a message from the server to the hub, unless this process sent it or it
         was delivered already."""
@@ -247,7 +242,7 @@ class RemoteBroker(Broker):
                         logger.warning(
                             "%s: unreachable (%s); retrying with backoff",
                             self._name,
-                            _describe(exc),
+                            describe(exc),
                         )
                 else:
                     self._set_connected(True)
@@ -279,7 +274,7 @@ class RemoteBroker(Broker):
                         self.stats.listener_errors += 1
                         reported_down = True
                         logger.warning(
-                            "%s: connection lost (%s); reconnecting", self._name, _describe(exc)
+                            "%s: connection lost (%s); reconnecting", self._name, describe(exc)
                         )
                     finally:
                         self._set_connected(False)
@@ -331,5 +326,6 @@ class RemoteBroker(Broker):
                 logger.warning("%s: outbound buffer drained; publishing again", self._name)
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
+    """``exc`` in one line for a log: its type, and its message if it has one."""
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

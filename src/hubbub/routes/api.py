@@ -22,8 +22,9 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from hubbub.errors import ProtocolError
 from hubbub.hub import Hub
-from hubbub.protocol import MAX_SEQ, ROOM_NAME, ProtocolError, check_text
+from hubbub.protocol import MAX_SEQ, ROOM_NAME, check_text
 
 PREFIX = "/api/v1"
 TOO_LARGE = "Content Too Large"  # the detail of FastAPI's own 413 (a body counted as it came)

@@ -17,10 +17,16 @@ from fastapi import APIRouter, Query, WebSocket, WebSocketException
 from hubbub import protocol
 from hubbub.auth import Authenticator, AuthError, Identity, patterns, trusted_origin
 from hubbub.connection import Connection
-from hubbub.errors import CloseCode
+from hubbub.errors import (
+    ErrorCode,
+    NameTaken,
+    OriginNotAllowed,
+    ProtocolError,
+    TooManyRefusals,
+    Unauthenticated,
+)
+from hubbub.hub import Hub, answer
 from hubbub.outgoing import OutFrame
-from hubbub.hub import Hub, NameTaken
-from hubbub.protocol import ErrorCode, ProtocolError
 
 logger = logging.getLogger("hubbub.rooms")
 
@@ -81,11 +87,10 @@ class RoomSession:
                 identity = self.auth.verify(token)
             else:
                 identity = self.auth.guest(name, guest)
-        except AuthError as exc:
-            self.refuse(exc.code, exc.message)
-            return False
-        except ProtocolError as exc:
-            self.refuse(exc.code, exc.message)
+        except (AuthError, ProtocolError) as exc:
+            answer(
+                self.connection, Unauthenticated(exc.code or ErrorCode.UNAUTHORIZED, exc.message)
+            )
             return False
         self.adopt(identity)
         self.hub.register_user(self.connection, identity.user)
@@ -131,14 +136,12 @@ class RoomSession:
 
     def _expired(self) -> None:
         self._expiry = None
-        self.refuse("token_expired", "the token has expired; connect again with a new one")
-
-    def refuse(self, code: str, message: str) -> None:
-        """Tell the client why, and close with 1008."""
-        self.connection.send_one(
-            OutFrame(protocol.encode(protocol.Error(code=code, message=message)))
+        answer(
+            self.connection,
+            Unauthenticated(
+                ErrorCode.TOKEN_EXPIRED, "the token has expired; connect again with a new one"
+            ),
         )
-        self.connection.close(CloseCode.POLICY_VIOLATION, code)
 
     def reply(self, frame: protocol.ServerFrame) -> None:
         self.connection.send_one(OutFrame(protocol.encode(frame)))
@@ -150,9 +153,9 @@ class RoomSession:
                 raise ProtocolError(ErrorCode.RATE_LIMITED, "too many frames; slow down")
             await self.dispatch(protocol.decode(raw))
         except ProtocolError as exc:
-            self.connection.send_one(OutFrame(protocol.error(exc)))
+            answer(self.connection, exc)
             if not self.errors.take():
-                self.connection.close(CloseCode.POLICY_VIOLATION, "too many refused frames")
+                answer(self.connection, TooManyRefusals())
 
     async def dispatch(self, frame: protocol.ClientFrame) -> None:
         identity = self.identity
@@ -203,9 +206,9 @@ class RoomSession:
                             )
                         ),
                     )
-                except NameTaken as exc:
+                except NameTaken:
                     self.rooms.discard(room)
-                    raise ProtocolError(ErrorCode.NAME_TAKEN, str(exc)) from None
+                    raise
                 except Exception as exc:
                     self.rooms.discard(room)
                     await self.hub.leave_room(self.connection, room)
@@ -235,14 +238,12 @@ class RoomSession:
                 try:
                     fresh = self.auth.verify(token)
                 except AuthError as exc:
-                    raise ProtocolError(ErrorCode(exc.code), exc.message) from None
+                    code = ErrorCode(exc.code or ErrorCode.UNAUTHORIZED)
+                    raise ProtocolError(code, exc.message) from None
                 if fresh.user != identity.user:
                     raise ProtocolError(ErrorCode.UNAUTHORIZED, "a refresh is for the same user")
                 if fresh.name != identity.name:
-                    try:
-                        await self.hub.rename(self.connection, self.rooms, fresh)
-                    except NameTaken as exc:
-                        raise ProtocolError(ErrorCode.NAME_TAKEN, str(exc)) from None
+                    await self.hub.rename(self.connection, self.rooms, fresh)
                 self.adopt(fresh)
             case protocol.Hello():
                 raise ProtocolError(ErrorCode.BAD_FRAME, "hello comes first, and only once")
@@ -288,7 +289,8 @@ def rooms_router(hub: Hub, auth: Authenticator) -> APIRouter:
             # A browser sends cookies to any page's WebSocket: only trusted pages may use
             # them (cross-site WebSocket hijacking). Refused before the upgrade: HTTP 403.
             if not trusted_origin(websocket.headers, websocket.url.scheme, allowed_origins):
-                raise WebSocketException(CloseCode.POLICY_VIOLATION, "origin not allowed")
+                refusal = OriginNotAllowed()
+                raise WebSocketException(refusal.close_code, refusal.close_reason)
             token = cookie
         connection = await hub.connect(websocket)
         if connection is None:
