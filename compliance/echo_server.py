@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import uvicorn
 
 from hubbub.config import Settings
-from hubbub.outgoing import encode_binary_frame, encode_text_frame
+from hubbub.outgoing import encode_binary_frame, encode_deflated_frame, encode_text_frame
 from hubbub.server import ServerConfig
 
 Scope = MutableMapping[str, Any]
@@ -35,6 +35,9 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 class Channel(Protocol):
     """The part of Hubbub's direct channel that the echo uses."""
 
+    deflate: tuple[int, int] | None
+    """permessage-deflate accepted (``HUBBUB_COMPRESSION=true``): the window bits."""
+
     def write_frame(self, frame: bytes) -> None:
         """Write one complete frame."""
 
@@ -51,12 +54,20 @@ class Echo:
         self.channel = channel
 
     def receive_text(self, text: str) -> None:
-        """A text message: back as one text frame."""
-        self.channel.write_frame(encode_text_frame(text.encode()))
+        """A text message: back as one text frame (compressed if negotiated)."""
+        deflate = self.channel.deflate
+        if deflate is not None:
+            self.channel.write_frame(encode_deflated_frame(text.encode(), deflate[0], 0x81))
+        else:
+            self.channel.write_frame(encode_text_frame(text.encode()))
 
     def receive_bytes(self, data: bytes) -> None:
-        """A binary message: back as one binary frame."""
-        self.channel.write_frame(encode_binary_frame(data))
+        """A binary message: back as one binary frame (compressed if negotiated)."""
+        deflate = self.channel.deflate
+        if deflate is not None:
+            self.channel.write_frame(encode_deflated_frame(data, deflate[0], 0x82))
+        else:
+            self.channel.write_frame(encode_binary_frame(data))
 
     def disconnected(self, code: int) -> None:
         """Nothing to release."""

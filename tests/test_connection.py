@@ -21,9 +21,11 @@ class Limits:
 
 
 class FakeDirect:
-    """Stands in for HubbubWebSocketProtocol's direct channel."""
+    """Stands in for the WebSocket session's direct channel."""
 
     def __init__(self) -> None:
+        self.conn_id = ""
+        self.deflate: tuple[int, int] | None = None
         self.writable = True
         self.written: list[bytes] = []
         self.callback: Callable[[], None] | None = None

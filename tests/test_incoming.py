@@ -184,3 +184,17 @@ def test_frames_arriving_a_byte_at_a_time_are_read_whole() -> None:
     data = frame(0x1, b"a" * 200) + frame(0x9, b"ping") + frame(0x2, b"\x00\x01")
     sink = read_all([data[i : i + 1] for i in range(len(data))])
     assert sink.seen == [("text", "a" * 200), ("ping", b"ping"), ("bytes", b"\x00\x01")]
+
+
+def test_invalid_utf8_in_a_text_frame_still_arriving_fails_at_once() -> None:
+    # Autobahn 6.4.3-4: the bad bytes come in the first part of one frame.
+    data = frame(0x1, b"good \xce\xba\xcf\x8c then \xed\xa0\x80 bad" + b"x" * 100)
+    sink = read_all([data[:30]])  # the rest never comes
+    assert sink.seen == [("fail", 1007)]
+
+
+def test_a_valid_text_frame_arriving_in_pieces_is_not_failed_early() -> None:
+    snowmen = ("☃" * 50).encode()
+    data = frame(0x1, snowmen, fin=False) + frame(0x0, snowmen)
+    sink = read_all([data[i : i + 7] for i in range(0, len(data), 7)])
+    assert sink.seen == [("text", "☃" * 100)]

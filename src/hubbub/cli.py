@@ -43,6 +43,10 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(
                 flag, dest=name, choices=typing.get_args(annotation), help=help_text
             )
+        elif annotation is bool:
+            parser.add_argument(
+                flag, dest=name, action=argparse.BooleanOptionalAction, help=help_text
+            )
         elif annotation in (int, float):
             assert isinstance(annotation, type)
             parser.add_argument(flag, dest=name, type=annotation, help=help_text)

@@ -136,6 +136,21 @@ class Settings(BaseSettings):
     shutdown_timeout: float = Field(
         5.0, gt=0, description="Seconds to flush clients on SIGTERM before aborting them."
     )
+    compression: bool = Field(
+        False,
+        description="Offer permessage-deflate (RFC 7692) to clients that ask for it; each "
+        "broadcast is compressed once, without context between messages.",
+    )
+    compression_min_bytes: int = Field(
+        256, ge=0, description="Messages shorter than this go out uncompressed."
+    )
+    compression_window_bits: int = Field(
+        12,
+        ge=9,
+        le=15,
+        description="Largest LZ77 window (2^N bytes) asked of clients that let the server "
+        "choose, bounding the memory that inflating their messages takes.",
+    )
 
     @field_validator("api_key")
     @classmethod

@@ -30,8 +30,8 @@ from typing import Protocol
 from starlette.websockets import WebSocket
 
 from hubbub.errors import CloseCode
-from hubbub.outgoing import OutFrame
 from hubbub.metrics import Metrics
+from hubbub.outgoing import OutFrame
 
 logger = logging.getLogger("hubbub.connection")
 
@@ -60,6 +60,10 @@ class DirectChannel(Protocol):
 
     conn_id: str
     """The id of the connection on this channel, for the channel's own log lines."""
+
+    deflate: tuple[int, int] | None
+    """permessage-deflate accepted: (window bits, smallest payload compressed); frames
+    then go out as :meth:`OutFrame.deflated`."""
 
     def is_writable(self) -> bool:
         """True while the transport's buffer is below its high-water mark."""
@@ -103,6 +107,7 @@ class Connection:
     __slots__ = (
         "_closer",
         "_closing",
+        "_deflate",
         "_direct",
         "_drained",
         "_ended",
@@ -151,6 +156,7 @@ class Connection:
         self._closing = False
         extensions = websocket.scope.get("extensions") or {}
         self._direct: DirectChannel | None = extensions.get(DIRECT_EXTENSION)
+        self._deflate: tuple[int, int] | None = None
         self._wakeup: asyncio.Event | None = None
         self._drained: asyncio.Event | None = None
         self._writer: asyncio.Task[None] | None = None
@@ -174,6 +180,7 @@ class Connection:
         await self.websocket.accept()
         if self._direct is not None:
             self._direct.conn_id = self.id
+            self._deflate = self._direct.deflate
             self._direct.on_writable(self._drain)
         else:
             self._outbox = deque()
@@ -225,7 +232,8 @@ class Connection:
         outbox = self._outbox
         direct = self._direct
         if direct is not None and not outbox and direct.is_writable():
-            direct.write_frame(frame.wire)
+            deflate = self._deflate
+            direct.write_frame(frame.wire if deflate is None else frame.deflated(*deflate))
             return
         if outbox is None:
             outbox = self._outbox = deque()
@@ -281,10 +289,11 @@ class Connection:
         direct = self._direct
         outbox = self._outbox
         assert direct is not None
+        deflate = self._deflate
         while outbox and direct.is_writable() and not self._closing:
             frame = outbox.popleft()
             self._queued_bytes -= frame.size
-            direct.write_frame(frame.wire)
+            direct.write_frame(frame.wire if deflate is None else frame.deflated(*deflate))
         self._notify_drained()
 
     async def _write_loop(self) -> None:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import struct
+import zlib
 from typing import Any
 
 _FIN_TEXT = 0x81
 _FIN_BINARY = 0x82
+_RSV1 = 0x40  # permessage-deflate: this message is compressed (RFC 7692 §6)
+_TAIL = b"\x00\x00\xff\xff"
 
 
 def encode_frame(payload: bytes, first: int = _FIN_TEXT) -> bytes:
@@ -36,6 +39,20 @@ def encode_binary_frame(payload: bytes) -> bytes:
     return encode_frame(payload, _FIN_BINARY)
 
 
+def deflate(payload: bytes, window_bits: int) -> bytes:
+    """``payload`` compressed for permessage-deflate, with no context from earlier
+    messages (``server_no_context_takeover``): the same bytes suit every client that
+    accepted this window size."""
+    compressor = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, -window_bits)
+    data = compressor.compress(payload) + compressor.flush(zlib.Z_SYNC_FLUSH)
+    return data[:-4] if data.endswith(_TAIL) else data
+
+
+def encode_deflated_frame(payload: bytes, window_bits: int, first: int = _FIN_TEXT) -> bytes:
+    """A final frame carrying ``payload`` compressed (RSV1 set)."""
+    return encode_frame(deflate(payload, window_bits), first | _RSV1)
+
+
 class OutFrame:
     """One text message on its way to one or many clients.
 
@@ -44,12 +61,27 @@ class OutFrame:
     Both are built at most once, however many clients receive the frame.
     """
 
-    __slots__ = ("_asgi_event", "payload", "wire")
+    __slots__ = ("_asgi_event", "_deflated", "payload", "wire")
 
     def __init__(self, payload: bytes) -> None:
         self.payload = payload
         self.wire = encode_text_frame(payload)
         self._asgi_event: dict[str, Any] | None = None
+        self._deflated: dict[int, bytes] | None = None
+
+    def deflated(self, window_bits: int, min_bytes: int) -> bytes:
+        """The frame for a client that accepted permessage-deflate with this window:
+        compressed once per window size however many clients get it; :attr:`wire` if
+        the payload is shorter than ``min_bytes``."""
+        if len(self.payload) < min_bytes:
+            return self.wire
+        cache = self._deflated
+        if cache is None:
+            cache = self._deflated = {}
+        wire = cache.get(window_bits)
+        if wire is None:
+            wire = cache[window_bits] = encode_deflated_frame(self.payload, window_bits)
+        return wire
 
     @classmethod
     def from_text(cls, text: str) -> OutFrame:

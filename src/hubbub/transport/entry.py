@@ -81,6 +81,9 @@ class Context:
         self.close_timeout = settings.close_timeout
         self.shutdown_timeout = settings.shutdown_timeout
         self.handshake_timeout = settings.handshake_timeout
+        self.compression = settings.compression
+        self.compression_min_bytes = settings.compression_min_bytes
+        self.compression_window_bits = settings.compression_window_bits
         self.keepalive = Keepalive(settings.ping_interval, settings.ping_timeout)
 
     def track_connection(self, protocol: asyncio.Protocol) -> None:

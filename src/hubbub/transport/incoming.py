@@ -22,10 +22,12 @@ import codecs
 from typing import Protocol
 
 from hubbub.errors import CloseCode
+from hubbub.transport.deflate import inflate
 from hubbub.upstream import apply_mask
 
 _FIN = 0x80
 _RSV = 0x70
+_RSV1 = 0x40  # permessage-deflate: the message is compressed
 _OPCODE = 0x0F
 _MASK = 0x80
 OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -65,14 +67,18 @@ class FrameReader:
 
     __slots__ = (
         "_buffer",
+        "_checked",
+        "_compressed",
         "_decoded",
         "_decoder",
         "_kind",
         "_parts",
+        "_probe",
         "_size",
         "budget",
         "dropping",
         "failed",
+        "inflate_bits",
         "max_size",
         "sink",
         "through",
@@ -85,12 +91,17 @@ class FrameReader:
         self.through = False  # everything goes to websockets' core from now on
         self.dropping = False  # our close is sent: data frames are dropped
         self.failed = False  # the connection failed: every further byte is ignored
+        self.inflate_bits = 0  # permessage-deflate accepted: the client's window, else 0
+        self._compressed = False  # the fragmented message being read is compressed
         self._buffer: bytearray | None = None  # the start of an incomplete frame
         self._kind = 0  # opcode of the fragmented message being read, or 0
         self._parts: list[bytes] = []
         self._size = 0
         self._decoder: codecs.IncrementalDecoder | None = None
         self._decoded: list[str] = []
+        # UTF-8 of a text frame still arriving: payload bytes checked, and the decoder.
+        self._checked = 0
+        self._probe: codecs.IncrementalDecoder | None = None
 
     @property
     def pending(self) -> bool:
@@ -99,10 +110,8 @@ class FrameReader:
 
     def read(self, data: bytes) -> None:
         """Read ``data`` (after what is pending) until it runs out or the budget does."""
-        if self.failed:
-            return
-        if self.through:
-            if data:
+        if self.failed or self.through:
+            if data and not self.failed:
                 self.sink.to_core(data)
             return
         pending = self._buffer
@@ -118,7 +127,12 @@ class FrameReader:
             first = buffer[start]
             second = buffer[start + 1]
             opcode = first & _OPCODE
-            if first & _RSV or not second & _MASK or (opcode > OP_BINARY and opcode < OP_CLOSE):
+            rsv = first & _RSV
+            if rsv and (
+                rsv != _RSV1 or not self.inflate_bits or not OP_TEXT <= opcode <= OP_BINARY
+            ):
+                break  # RSV1 only starts a compressed message: websockets fails the rest
+            if not second & _MASK or (opcode > OP_BINARY and opcode < OP_CLOSE):
                 break  # invalid: websockets fails the connection with its code
             if opcode > OP_PONG:
                 break
@@ -141,11 +155,19 @@ class FrameReader:
                     break  # websockets checks and answers these
             elif length > self.max_size - self._size:
                 self._fail(CloseCode.MESSAGE_TOO_BIG, "message too big")
-                return
+                break
             end = start + header + length
             if end > size:
+                # A text frame in its place (else the sequence error comes first).
+                if (opcode == OP_TEXT and not self._kind and not rsv) or (
+                    opcode == OP_CONT and self._decoder is not None
+                ):
+                    self._check_partial(buffer, start + header, size)
                 start = -start - 1
                 break
+            if self._checked:
+                self._checked = 0
+                self._probe = None
             payload = apply_mask(
                 buffer[start + header : end], buffer[start + header - 4 : start + header]
             )
@@ -155,11 +177,13 @@ class FrameReader:
                     sink.on_ping(payload)
             elif opcode == OP_PONG:
                 sink.on_pong()
-            elif not self._data(opcode, first & _FIN, payload):
-                return  # failed
+            elif not self._data(opcode, first & _FIN, payload, rsv):
+                break  # failed
         else:
             # Out of data or of budget, at a frame boundary.
             self._keep(buffer, start, size, pending)
+            return
+        if self.failed:
             return
         if start < 0:  # an incomplete frame starts at -start - 1
             self._keep(buffer, -start - 1, size, pending)
@@ -170,6 +194,27 @@ class FrameReader:
         self._reset()
         sink.to_core(bytes(buffer[start:]))
 
+    def _check_partial(self, buffer: bytes | bytearray, payload_start: int, size: int) -> bool:
+        """Fail at once on invalid UTF-8 in the part of a text frame that has arrived
+        (RFC 6455 §8.1); False if it failed."""
+        checked = self._checked
+        if self.dropping or payload_start + checked >= size:
+            return True
+        probe = self._probe
+        if probe is None:
+            probe = self._probe = _utf8_decoder()
+            if self._decoder is not None:  # a continuation: start where the message is
+                probe.setstate(self._decoder.getstate())
+        mask = bytes(buffer[payload_start - 4 : payload_start])
+        turn = checked % 4
+        chunk = apply_mask(buffer[payload_start + checked : size], mask[turn:] + mask[:turn])
+        self._checked = size - payload_start
+        try:
+            probe.decode(chunk, final=False)
+        except UnicodeDecodeError:
+            return self._fail(CloseCode.INVALID_DATA, "invalid UTF-8")
+        return True
+
     def _keep(
         self, buffer: bytes | bytearray, start: int, size: int, pending: bytearray | None
     ) -> None:
@@ -178,7 +223,7 @@ class FrameReader:
         elif start < size:
             self._buffer = bytearray(buffer[start:])
 
-    def _data(self, opcode: int, fin: int, payload: bytes) -> bool:
+    def _data(self, opcode: int, fin: int, payload: bytes, compressed: int) -> bool:
         """One data frame; False if it failed the connection."""
         kind = self._kind
         if opcode == OP_CONT:
@@ -187,16 +232,32 @@ class FrameReader:
         elif kind:
             return self._fail(CloseCode.PROTOCOL_ERROR, "expected a continuation frame")
         elif fin:
-            return self._whole(opcode, payload)
+            return self._whole(opcode, payload, compressed)
         else:
             kind = self._kind = opcode
-            if opcode == OP_TEXT:
+            if compressed:
+                self._compressed = True  # decoded once inflated, at the end
+            elif opcode == OP_TEXT:
                 self._decoder = _utf8_decoder()
         return self._fragment(kind, fin, payload)
 
-    def _whole(self, opcode: int, payload: bytes) -> bool:
+    def _inflated(self, payload: bytes) -> bytes | None:
+        out = inflate(payload, self.inflate_bits, self.max_size)
+        if isinstance(out, int):
+            self._fail(
+                out, "message too big" if out == CloseCode.MESSAGE_TOO_BIG else "bad deflate"
+            )
+            return None
+        return out
+
+    def _whole(self, opcode: int, payload: bytes, compressed: int = 0) -> bool:
         if self.dropping:
             return True
+        if compressed:
+            inflated = self._inflated(payload)
+            if inflated is None:
+                return False
+            payload = inflated
         self.budget -= 1
         if opcode == OP_BINARY:
             self.sink.on_bytes(payload)
@@ -222,7 +283,10 @@ class FrameReader:
         if not fin:
             return True
         decoded, parts = self._decoded, self._parts
+        compressed = self._compressed
         self._reset()
+        if compressed:
+            return self._whole(kind, b"".join(parts), 1)
         if not self.dropping:
             self.budget -= 1
             if kind == OP_TEXT:
@@ -239,6 +303,9 @@ class FrameReader:
         return False
 
     def _reset(self) -> None:
+        self._compressed = False
+        self._checked = 0
+        self._probe = None
         self._kind = self._size = 0
         self._parts = []
         self._decoded = []

@@ -36,7 +36,8 @@ from websockets.server import ServerProtocol
 
 from hubbub.connection import Receiver
 from hubbub.errors import CloseCode
-from hubbub.outgoing import encode_frame, encode_text_frame
+from hubbub.outgoing import encode_deflated_frame, encode_frame
+from hubbub.transport.deflate import negotiate
 from hubbub.transport.incoming import FrameReader
 
 if TYPE_CHECKING:
@@ -93,6 +94,7 @@ class WebSocketSession(asyncio.Protocol):
         "_writable_callback",
         "conn_id",
         "ctx",
+        "deflate",
         "ping_due",
         "scope",
         "transport",
@@ -110,6 +112,8 @@ class WebSocketSession(asyncio.Protocol):
         self.transport = transport
         self.scope = scope
         self.conn_id = ""  # set by the Connection on this channel
+        # permessage-deflate accepted: (window bits, smallest payload compressed).
+        self.deflate: tuple[int, int] | None = None
         self.ping_due = False
         self._accept_key = accept_key
         self._phase = _CONNECTING
@@ -224,9 +228,14 @@ class WebSocketSession(asyncio.Protocol):
         if kind == "websocket.send":
             text = message.get("text")
             if text is not None:
-                self.transport.write(encode_text_frame(text.encode()))
+                payload, first = text.encode(), 0x81
             else:
-                self.transport.write(encode_frame(message.get("bytes") or b"", 0x82))
+                payload, first = message.get("bytes") or b"", 0x82
+            deflate = self.deflate
+            if deflate is not None and len(payload) >= deflate[1]:
+                self.transport.write(encode_deflated_frame(payload, deflate[0], first))
+            else:
+                self.transport.write(encode_frame(payload, first))
             if not self._writable:
                 await self._wait_writable()
         elif kind == "websocket.close":
@@ -258,11 +267,22 @@ class WebSocketSession(asyncio.Protocol):
             lines.append(b"sec-websocket-protocol: " + subprotocol.encode() + b"\r\n")
         for name, value in message.get("headers") or ():
             lines.append(bytes(name) + b": " + bytes(value) + b"\r\n")
+        ctx = self.ctx
+        reader = FrameReader(self, ctx.max_size)
+        if ctx.compression:
+            offers = b",".join(
+                v for k, v in self.scope["headers"] if k == b"sec-websocket-extensions"
+            )
+            negotiated = negotiate(offers, ctx.compression_window_bits) if offers else None
+            if negotiated is not None:
+                lines.append(b"sec-websocket-extensions: " + negotiated.header + b"\r\n")
+                self.deflate = (negotiated.server_bits, ctx.compression_min_bytes)
+                reader.inflate_bits = negotiated.client_bits
         lines.append(b"\r\n")
         self.transport.write(b"".join(lines))
         self._log_handshake("accepted")
         self._phase = _OPEN
-        self._reader = FrameReader(self, self.ctx.max_size)
+        self._reader = reader
         self.ctx.keepalive.add(self)
         if self._early:
             asyncio.get_running_loop().call_soon(self._read_early)
