@@ -434,3 +434,29 @@ def test_screenshot_of_two_users_chatting(server: ServerProcess, new_user: NewUs
     ann.locator("#message").blur()
     ann.screenshot(path=str(target))
     assert target.stat().st_size > 10_000
+
+
+def test_the_chat_works_with_compression_on(
+    start_server: Callable[..., ServerProcess], new_user: NewUser
+) -> None:
+    server = start_server("--compression")
+    ann, bob = new_user(), new_user()
+    sign_in(ann, server, "ann", "ops")
+    sign_in(bob, server, "bob", "ops")
+    # Chromium offers permessage-deflate; what it negotiates for the UI's socket it
+    # negotiates for this one.
+    extensions = ann.evaluate(
+        """url => new Promise((resolve, reject) => {
+            const ws = new WebSocket(url);
+            ws.onopen = () => { resolve(ws.extensions); ws.close(); };
+            ws.onerror = () => reject(new Error("no connection"));
+        })""",
+        server.ws("/ws"),
+    )
+    assert extensions.startswith("permessage-deflate")
+    assert "server_no_context_takeover" in extensions
+    long_text = "compressed both ways " * 30  # over --compression-min-bytes
+    say(ann, long_text)
+    say(bob, "short one")
+    for page in (ann, bob):
+        wait_messages(page, [long_text.strip(), "short one"])
