@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import secrets
 from collections import deque
@@ -101,36 +102,219 @@ class Limits(Protocol):
         """Seconds a close may take (ASGI path: before giving up on it)."""
 
 
+class State(enum.Enum):
+    """Where a connection is in its life; only forwards."""
+
+    OPEN = "open"  # accepted (or being accepted): sends go out
+    CLOSING = "closing"  # this side closed it (or a send failed): sends are dropped
+    ENDED = "ended"  # the disconnect is known: nothing more comes in
+
+
+class Outbox:
+    """Frames waiting for one client, within its bounds (``--outbox-max-*``)."""
+
+    __slots__ = ("_drained", "_frames", "max_bytes", "max_messages", "peak", "size")
+
+    def __init__(self, limits: Limits) -> None:
+        self.max_bytes = limits.outbox_max_bytes
+        self.max_messages = limits.outbox_max_messages
+        self._frames: deque[OutFrame] | None = None  # made when first needed
+        self.size = 0  # bytes waiting
+        self.peak = 0  # most frames ever waiting (a slow consumer's counts the one refused)
+        self._drained: asyncio.Event | None = None
+
+    def __len__(self) -> int:
+        return len(self._frames or ())
+
+    def __bool__(self) -> bool:
+        return bool(self._frames)
+
+    def push(self, frame: OutFrame) -> bool:
+        """Queue ``frame``; False if it does not fit (the client is a slow consumer)."""
+        frames = self._frames
+        if frames is None:
+            frames = self._frames = deque()
+        if len(frames) >= self.max_messages or self.size + frame.size > self.max_bytes:
+            self.peak = max(self.peak, len(frames) + 1)
+            return False
+        frames.append(frame)
+        self.size += frame.size
+        self.peak = max(self.peak, len(frames))
+        return True
+
+    def pop(self) -> OutFrame:
+        assert self._frames is not None
+        frame = self._frames.popleft()
+        self.size -= frame.size
+        return frame
+
+    def clear(self) -> None:
+        if self._frames is not None:
+            self._frames.clear()
+        self.size = 0
+        self.notify()
+
+    @property
+    def over_half(self) -> bool:
+        """More than half of either bound is in use."""
+        return len(self) > self.max_messages // 2 or self.size > self.max_bytes // 2
+
+    def notify(self, closing: bool = False) -> None:
+        """Wake :meth:`wait_for_room` if there is room now (or the connection closes)."""
+        if self._drained is not None and (closing or not self.over_half):
+            self._drained.set()
+
+    async def wait_for_room(self, closing: Callable[[], bool]) -> None:
+        while not closing() and self.over_half:
+            if self._drained is None:
+                self._drained = asyncio.Event()
+            self._drained.clear()
+            await self._drained.wait()
+
+
+class DirectOutlet:
+    """Writes frames straight into the transport of Hubbub's own server while it is
+    writable; queues them while it is not; the transport's resume drains the queue."""
+
+    __slots__ = ("channel", "deflate", "outbox")
+
+    def __init__(self, channel: DirectChannel, outbox: Outbox) -> None:
+        self.channel = channel
+        self.outbox = outbox
+        self.deflate: tuple[int, int] | None = None
+
+    def start(self, conn_id: str) -> None:
+        channel = self.channel
+        channel.conn_id = conn_id
+        self.deflate = channel.deflate
+        channel.on_writable(self.drain)
+
+    def send(self, frame: OutFrame) -> bool:
+        channel = self.channel
+        if not self.outbox and channel.is_writable():
+            deflate = self.deflate
+            channel.write_frame(frame.wire if deflate is None else frame.deflated(*deflate))
+            return True
+        return self.outbox.push(frame)
+
+    def drain(self) -> None:
+        # The transport became writable again; refill it until it pauses.
+        channel, outbox, deflate = self.channel, self.outbox, self.deflate
+        while outbox and channel.is_writable():
+            frame = outbox.pop()
+            channel.write_frame(frame.wire if deflate is None else frame.deflated(*deflate))
+        outbox.notify()
+
+    def close(self, code: int, reason: str) -> None:
+        self.channel.close_now(code, reason)
+
+    def release(self) -> None:
+        self.channel.on_writable(None)
+
+    async def wait(self) -> None:
+        pass  # nothing of its own to wait for
+
+
+class AsgiOutlet:
+    """Under another ASGI server: a writer task owns every await on the socket."""
+
+    __slots__ = ("_closer", "_wakeup", "_writer", "connection", "outbox")
+
+    def __init__(self, connection: Connection, outbox: Outbox) -> None:
+        self.connection = connection
+        self.outbox = outbox
+        self._wakeup: asyncio.Event | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None
+
+    def start(self, conn_id: str) -> None:
+        self._wakeup = asyncio.Event()
+        self._writer = asyncio.create_task(self._write_loop(), name="hubbub-writer")
+
+    def send(self, frame: OutFrame) -> bool:
+        if not self.outbox.push(frame):
+            return False
+        if self._wakeup is not None:
+            self._wakeup.set()
+        return True
+
+    async def _write_loop(self) -> None:
+        assert self._wakeup is not None
+        send = self.connection.websocket.send
+        outbox, wakeup = self.outbox, self._wakeup
+        while True:
+            while not outbox:
+                wakeup.clear()
+                await wakeup.wait()
+            frame = outbox.pop()
+            outbox.notify()
+            try:
+                await send(frame.asgi_event)
+            except Exception:  # the peer went away; the reader will see the disconnect
+                self.connection.failed_to_send()
+                return
+
+    def close(self, code: int, reason: str) -> None:
+        if self._writer is not None:
+            self._writer.cancel()
+        self._closer = asyncio.create_task(self._close(code, reason), name="hubbub-close")
+
+    async def _close(self, code: int, reason: str) -> None:
+        connection = self.connection
+        try:
+            await asyncio.wait_for(
+                connection.websocket.close(code, reason), connection.close_timeout
+            )
+        except TimeoutError:
+            # Another ASGI server offers no way to abort; it will reap the socket.
+            logger.info(
+                "conn %s: close frame not written within %.1fs",
+                connection.id,
+                connection.close_timeout,
+                extra={"conn": connection.id},
+            )
+        except Exception:  # already disconnected
+            logger.debug("close after disconnect", exc_info=True)
+
+    def release(self) -> None:
+        for task in (self._writer, self._closer):
+            if task is not None and not task.done():
+                task.cancel()
+
+    async def wait(self) -> None:
+        for task in (self._writer, self._closer):
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+
 class Connection:
-    """A client socket with a bounded outbox. Created by the hub, one per WebSocket."""
+    """A client socket with a bounded outbox. Created by the hub, one per WebSocket.
+
+    Its :class:`State` only moves forwards; how frames reach the socket is one outlet,
+    chosen once (:class:`DirectOutlet` under ``hubbub serve``, :class:`AsgiOutlet`
+    elsewhere); how messages reach the endpoint is chosen by the endpoint
+    (:meth:`serve`, :meth:`serve_serially` or :meth:`texts`).
+    """
 
     __slots__ = (
-        "_closer",
-        "_closing",
-        "_deflate",
         "_direct",
-        "_drained",
-        "_ended",
         "_finish",
         "_handle",
         "_held",
         "_inbox",
-        "_max_bytes",
-        "_max_messages",
         "_metrics",
         "_on_end",
         "_on_slow",
         "_on_text",
         "_outbox",
-        "_queued_bytes",
-        "_wakeup",
+        "_outlet",
+        "_state",
         "_worker",
         "_workers",
-        "_writer",
         "close_code",
         "close_timeout",
         "id",
-        "outbox_peak",
         "websocket",
     )
 
@@ -145,22 +329,18 @@ class Connection:
         self.websocket = websocket
         self.id = secrets.token_hex(4)  # "conn" in log lines
         self._metrics = metrics
-        self.outbox_peak = 0  # most frames ever waiting in the outbox (for the metrics)
         self.close_code: int | None = None
         self.close_timeout = limits.close_timeout
-        self._max_bytes = limits.outbox_max_bytes
-        self._max_messages = limits.outbox_max_messages
         self._on_slow = on_slow
-        self._outbox: deque[OutFrame] | None = None  # made when first needed
-        self._queued_bytes = 0
-        self._closing = False
+        self._state = State.OPEN
+        self._outbox = Outbox(limits)
         extensions = websocket.scope.get("extensions") or {}
         self._direct: DirectChannel | None = extensions.get(DIRECT_EXTENSION)
-        self._deflate: tuple[int, int] | None = None
-        self._wakeup: asyncio.Event | None = None
-        self._drained: asyncio.Event | None = None
-        self._writer: asyncio.Task[None] | None = None
-        self._closer: asyncio.Task[None] | None = None
+        self._outlet: DirectOutlet | AsgiOutlet = (
+            DirectOutlet(self._direct, self._outbox)
+            if self._direct is not None
+            else AsgiOutlet(self, self._outbox)
+        )
         self._on_text: Callable[[str], None] | None = None
         self._on_end: Callable[[], None] | None = None
         # serve_serially on the direct path: messages waiting, and the task (only
@@ -171,53 +351,46 @@ class Connection:
         self._worker: asyncio.Task[None] | None = None
         self._workers = workers  # every running worker of the hub, for its shutdown
         self._held = False
-        self._ended = False  # the disconnect has been seen (by texts() or the channel)
 
     # -- lifecycle -------------------------------------------------------------
 
     async def accept(self) -> None:
         """Complete the handshake and start draining the outbox."""
         await self.websocket.accept()
-        if self._direct is not None:
-            self._direct.conn_id = self.id
-            self._deflate = self._direct.deflate
-            self._direct.on_writable(self._drain)
-        else:
-            self._outbox = deque()
-            self._wakeup = asyncio.Event()
-            self._writer = asyncio.create_task(self._write_loop(), name="hubbub-writer")
+        self._outlet.start(self.id)
 
     def release(self) -> None:
         """Drop what the connection owns; called once the peer is gone. Tasks of the
         ASGI path are cancelled, not awaited (see :meth:`finish`)."""
-        self._closing = True
-        if self._outbox is not None:
-            self._outbox.clear()
-        self._queued_bytes = 0
+        self._state = State.ENDED
+        self._outbox.clear()
         self._on_text = self._on_end = self._handle = None
-        if self._direct is not None:
-            self._direct.on_writable(None)
-        for task in (self._writer, self._closer):
-            if task is not None and not task.done():
-                task.cancel()
+        self._outlet.release()
 
     async def finish(self) -> None:
         """:meth:`release`, then wait until the ASGI path's tasks have ended."""
         self.release()
-        for task in (self._writer, self._closer):
-            if task is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        await self._outlet.wait()
+
+    @property
+    def state(self) -> State:
+        """Where the connection is in its life."""
+        return self._state
 
     @property
     def closing(self) -> bool:
         """True once the connection is closing; sends are then dropped."""
-        return self._closing
+        return self._state is not State.OPEN
+
+    @property
+    def outbox_peak(self) -> int:
+        """Most frames ever waiting in the outbox (for the metrics)."""
+        return self._outbox.peak
 
     @property
     def queued(self) -> tuple[int, int]:
         """Frames and bytes waiting in the outbox."""
-        return len(self._outbox or ()), self._queued_bytes
+        return len(self._outbox), self._outbox.size
 
     # -- outgoing --------------------------------------------------------------
 
@@ -227,52 +400,20 @@ class Connection:
         Not counted in the metrics: fan-out counts a whole broadcast at once
         (``Metrics.sent``); a frame for this client alone goes through :meth:`send_one`.
         """
-        if self._closing:
-            return
-        outbox = self._outbox
-        direct = self._direct
-        if direct is not None and not outbox and direct.is_writable():
-            deflate = self._deflate
-            direct.write_frame(frame.wire if deflate is None else frame.deflated(*deflate))
-            return
-        if outbox is None:
-            outbox = self._outbox = deque()
-        size = frame.size
-        if len(outbox) >= self._max_messages or self._queued_bytes + size > self._max_bytes:
-            # The peak counts the frame that did not fit: a slow consumer tops the limit.
-            self.outbox_peak = max(self.outbox_peak, len(outbox) + 1)
-            self._slow_consumer()
-            return
-        outbox.append(frame)
-        self._queued_bytes += size
-        self.outbox_peak = max(self.outbox_peak, len(outbox))
-        if self._wakeup is not None:
-            self._wakeup.set()
+        if self._state is State.OPEN and not self._outlet.send(frame):
+            self._on_slow(self)
+            self.close(CloseCode.POLICY_VIOLATION, "slow consumer")
 
     async def wait_for_room(self) -> None:
         """Return once at most half of the outbox budget is in use (or the connection is
         closing): for senders of bulk data such as a backlog, so they never overflow it."""
-        while not self._closing and self._over_half():
-            if self._drained is None:
-                self._drained = asyncio.Event()
-            self._drained.clear()
-            await self._drained.wait()
+        await self._outbox.wait_for_room(lambda: self._state is not State.OPEN)
 
     @property
     def crowded(self) -> bool:
         """True while more than half of the outbox budget is in use: time for a sender of
         bulk data to :meth:`wait_for_room`."""
-        return self._over_half()
-
-    def _over_half(self) -> bool:
-        return (
-            len(self._outbox or ()) > self._max_messages // 2
-            or self._queued_bytes > self._max_bytes // 2
-        )
-
-    def _notify_drained(self) -> None:
-        if self._drained is not None and (self._closing or not self._over_half()):
-            self._drained.set()
+        return self._outbox.over_half
 
     def send_one(self, frame: OutFrame) -> None:
         """Queue ``frame`` for this client alone, and count it in the metrics."""
@@ -284,77 +425,32 @@ class Connection:
         """Queue one text message for this client only (counted)."""
         self.send_one(OutFrame.from_text(text))
 
-    def _drain(self) -> None:
-        # Direct path: the transport became writable again; refill it until it pauses.
-        direct = self._direct
-        outbox = self._outbox
-        assert direct is not None
-        deflate = self._deflate
-        while outbox and direct.is_writable() and not self._closing:
-            frame = outbox.popleft()
-            self._queued_bytes -= frame.size
-            direct.write_frame(frame.wire if deflate is None else frame.deflated(*deflate))
-        self._notify_drained()
-
-    async def _write_loop(self) -> None:
-        # ASGI path: one task per connection owns every await on this client's socket.
-        assert self._wakeup is not None
-        send = self.websocket.send
-        outbox = self._outbox
-        assert outbox is not None
-        wakeup = self._wakeup
-        while True:
-            while not outbox:
-                wakeup.clear()
-                await wakeup.wait()
-            frame = outbox.popleft()
-            self._queued_bytes -= frame.size
-            self._notify_drained()
-            try:
-                await send(frame.asgi_event)
-            except Exception:  # the peer went away; the reader will see the disconnect
-                self._closing = True
-                return
-
-    def _slow_consumer(self) -> None:
-        self._on_slow(self)
-        self.close(CloseCode.POLICY_VIOLATION, "slow consumer")
+    def failed_to_send(self) -> None:
+        """The ASGI server could not send: the peer is going; nothing more is sent."""
+        if self._state is State.OPEN:
+            self._state = State.CLOSING
 
     # -- closing ---------------------------------------------------------------
 
     def close(self, code: int, reason: str = "") -> None:
         """Start closing with ``code``; queued frames are dropped. Never blocks."""
-        if self._closing:
+        if self._state is not State.OPEN:
             return
-        self._closing = True
+        self._state = State.CLOSING
         self.close_code = code
         self._handle = None  # closed by us: nothing more is acted on
         if self._finish is not None:
             self._wake_worker()
-        if self._outbox is not None:
-            self._outbox.clear()
-        self._queued_bytes = 0
-        self._notify_drained()
-        if self._direct is not None:
-            self._direct.close_now(code, reason)
-            return
-        if self._writer is not None:
-            self._writer.cancel()
-        self._closer = asyncio.create_task(self._close_asgi(code, reason), name="hubbub-close")
+        self._outbox.clear()
+        self._outbox.notify(closing=True)
+        self._outlet.close(code, reason)
 
-    async def _close_asgi(self, code: int, reason: str) -> None:
-        try:
-            await asyncio.wait_for(self.websocket.close(code, reason), self.close_timeout)
-        except TimeoutError:
-            # Another ASGI server offers no way to abort; it will reap the socket.
-            logger.info(
-                "conn %s: close frame not written within %.1fs",
-                self.id,
-                self.close_timeout,
-                extra={"conn": self.id},
-            )
-        except Exception:  # already disconnected
-            logger.debug("close after disconnect", exc_info=True)
+    def _ended(self, code: int) -> None:
+        # The disconnect is known (from the channel or from ASGI receive).
+        self._state = State.ENDED
+        if self.close_code is None:
+            self.close_code = code
+        self._outbox.notify(closing=True)
 
     # -- incoming --------------------------------------------------------------
 
@@ -366,13 +462,14 @@ class Connection:
         from its data callbacks, so an idle connection holds no task and no coroutine.
         Elsewhere it runs the receive loop itself and returns after ``on_end``.
         """
-        if self._direct is not None and not self._ended:
+        ended = self._state is State.ENDED
+        if self._direct is not None and not ended:
             self._on_text = on_text
             self._on_end = on_end
             self._direct.attach(self)
             return
         try:
-            if not self._ended:
+            if not ended:
                 async for text in self.texts():
                     on_text(text)
         finally:
@@ -389,9 +486,10 @@ class Connection:
         :data:`INBOX_LIMIT` messages wait. An exception from ``handle`` is logged and
         closes the connection with 1011.
         """
-        if self._direct is None or self._ended:
+        ended = self._state is State.ENDED
+        if self._direct is None or ended:
             try:
-                if not self._ended:
+                if not ended:
                     async for text in self.texts():
                         await handle(text)
             finally:
@@ -428,7 +526,7 @@ class Connection:
                 except Exception:
                     self._failed()
             finish = self._finish
-            if finish is not None and self._closing:
+            if finish is not None and self._state is not State.OPEN:
                 self._finish = None  # closing, and every message that counts is done
                 await finish()
         finally:
@@ -442,7 +540,7 @@ class Connection:
         """:class:`Receiver`: a text message from the direct channel."""
         if self._metrics is not None:
             self._metrics.frames_in.inc()
-        if self._closing:
+        if self._state is not State.OPEN:
             return
         if self._on_text is not None:
             self._on_text(text)
@@ -464,11 +562,7 @@ class Connection:
 
     def disconnected(self, code: int) -> None:
         """:class:`Receiver`: the connection is closing or gone."""
-        self._ended = True
-        if self.close_code is None:
-            self.close_code = code
-        self._closing = True
-        self._notify_drained()
+        self._ended(code)
         on_end, self._on_end = self._on_end, None
         if on_end is not None:
             on_end()
@@ -488,12 +582,8 @@ class Connection:
                 if text is None:
                     self.close(CloseCode.UNSUPPORTED_DATA, "text frames only")
                     continue
-                if not self._closing:
+                if self._state is State.OPEN:
                     yield text
             elif message["type"] == "websocket.disconnect":
-                self._ended = True
-                if self.close_code is None:
-                    self.close_code = message.get("code", CloseCode.NORMAL)
-                self._closing = True
-                self._notify_drained()
+                self._ended(message.get("code", CloseCode.NORMAL))
                 return
