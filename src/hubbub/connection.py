@@ -30,7 +30,7 @@ from typing import Protocol
 
 from starlette.websockets import WebSocket
 
-from hubbub.errors import CloseCode
+from hubbub.errors import BinaryRefused, CloseCode, Closing, EndpointFailed, SlowConsumer
 from hubbub.metrics import Metrics
 from hubbub.outgoing import OutFrame
 
@@ -402,7 +402,7 @@ class Connection:
         """
         if self._state is State.OPEN and not self._outlet.send(frame):
             self._on_slow(self)
-            self.close(CloseCode.POLICY_VIOLATION, "slow consumer")
+            self.close_for(SlowConsumer())
 
     async def wait_for_room(self) -> None:
         """Return once at most half of the outbox budget is in use (or the connection is
@@ -444,6 +444,10 @@ class Connection:
         self._outbox.clear()
         self._outbox.notify(closing=True)
         self._outlet.close(code, reason)
+
+    def close_for(self, error: Closing) -> None:
+        """:meth:`close` with the close code and reason ``error``'s type carries."""
+        self.close(error.close_code, error.close_reason)
 
     def _ended(self, code: int) -> None:
         # The disconnect is known (from the channel or from ASGI receive).
@@ -534,7 +538,7 @@ class Connection:
 
     def _failed(self) -> None:
         logger.exception("conn %s: the endpoint failed", self.id, extra={"conn": self.id})
-        self.close(CloseCode.INTERNAL_ERROR, "internal error")
+        self.close_for(EndpointFailed())
 
     def receive_text(self, text: str) -> None:
         """:class:`Receiver`: a text message from the direct channel."""
@@ -558,7 +562,7 @@ class Connection:
         """:class:`Receiver`: a binary message from the direct channel."""
         if self._metrics is not None:
             self._metrics.frames_in.inc()
-        self.close(CloseCode.UNSUPPORTED_DATA, "text frames only")
+        self.close_for(BinaryRefused())
 
     def disconnected(self, code: int) -> None:
         """:class:`Receiver`: the connection is closing or gone."""
@@ -580,7 +584,7 @@ class Connection:
                     count_in()
                 text = message.get("text")
                 if text is None:
-                    self.close(CloseCode.UNSUPPORTED_DATA, "text frames only")
+                    self.close_for(BinaryRefused())
                     continue
                 if self._state is State.OPEN:
                     yield text

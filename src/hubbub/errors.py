@@ -55,6 +55,11 @@ class HubbubError(Exception):
     - :class:`TooManyRefusals`, :class:`DisconnectedByServer`: 1008.
     - :class:`ServerBusy`: 1013.
     - :class:`OriginNotAllowed`: 1008 before the upgrade (an HTTP 403).
+    - :class:`SlowConsumer` (1008), :class:`BinaryRefused` (1003),
+      :class:`EndpointFailed` and :class:`KeepaliveTimeout` (1011), :class:`ShuttingDown`
+      (1001): closes the connection or the transport chooses (``Connection.close_for``);
+      frame-level errors (1002, 1007, 1009) are decided where frames are read
+      (``transport/incoming.py`` and websockets' core).
     - ``auth.AuthError``: answered as :class:`Unauthenticated` while the identity is
       settled, as a :class:`ProtocolError` when a ``refresh`` is refused.
     """
@@ -127,3 +132,37 @@ class OriginNotAllowed(Closing):
     """A session cookie from a page that is not trusted (cross-site WebSocket hijacking)."""
 
     close_reason = "origin not allowed"
+
+
+class SlowConsumer(Closing):
+    """The client's outbox overflowed: it does not read fast enough."""
+
+    close_reason = "slow consumer"
+
+
+class BinaryRefused(Closing):
+    """A binary message on an endpoint that takes text only."""
+
+    close_code = CloseCode.UNSUPPORTED_DATA
+    close_reason = "text frames only"
+
+
+class EndpointFailed(Closing):
+    """The endpoint raised while handling a message (a bug, logged with its traceback)."""
+
+    close_code = CloseCode.INTERNAL_ERROR
+    close_reason = "internal error"
+
+
+class KeepaliveTimeout(Closing):
+    """No pong within ``--ping-timeout``."""
+
+    close_code = CloseCode.INTERNAL_ERROR
+    close_reason = "keepalive ping timeout"
+
+
+class ShuttingDown(Closing):
+    """The server is stopping (SIGTERM/SIGINT): reconnect elsewhere or later."""
+
+    close_code = CloseCode.GOING_AWAY
+    close_reason = "server shutting down"

@@ -35,7 +35,7 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from hubbub.connection import Receiver
-from hubbub.errors import CloseCode
+from hubbub.errors import CloseCode, Closing, EndpointFailed, KeepaliveTimeout, ShuttingDown
 from hubbub.outgoing import encode_deflated_frame, encode_frame
 from hubbub.transport.deflate import negotiate
 from hubbub.transport.incoming import FrameReader
@@ -151,7 +151,7 @@ class WebSocketSession(asyncio.Protocol):
                     _status_response(500, "Internal Server Error", "Internal Server Error")
                 )
             else:
-                self.close_now(CloseCode.INTERNAL_ERROR, "internal error")
+                self._close_for(EndpointFailed())
             return
         if self._phase == _CONNECTING:
             logger.error("ASGI callable returned without completing handshake.")
@@ -345,6 +345,9 @@ class WebSocketSession(asyncio.Protocol):
             self._resume()
         self._arm_close_deadline(self.ctx.close_timeout)
 
+    def _close_for(self, error: Closing) -> None:
+        self.close_now(error.close_code, error.close_reason)
+
     def attach(self, receiver: Receiver) -> None:
         """Deliver every further message and the disconnect by calling ``receiver``;
         the ASGI application may then return, and the connection stays open."""
@@ -458,7 +461,7 @@ class WebSocketSession(asyncio.Protocol):
                 receiver.receive_bytes(data or b"")
         except Exception:
             logger.exception("closing %s: the endpoint failed", self._peer(), extra=self._extra())
-            self.close_now(CloseCode.INTERNAL_ERROR, "internal error")
+            self._close_for(EndpointFailed())
 
     def on_ping(self, payload: bytes) -> None:
         if self._phase == _OPEN:
@@ -577,7 +580,7 @@ class WebSocketSession(asyncio.Protocol):
             self.ctx.keepalive.timeout,
             extra=self._extra(),
         )
-        self.close_now(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+        self._close_for(KeepaliveTimeout())
 
     def shutdown(self) -> None:
         """The server is stopping (called by uvicorn): flush, then close with 1001."""
@@ -586,7 +589,7 @@ class WebSocketSession(asyncio.Protocol):
                 # Flush the outbox into the transport: the deadline below bounds it.
                 self._writable = True
                 self._writable_callback()
-            self.close_now(CloseCode.GOING_AWAY, "server shutting down")
+            self._close_for(ShuttingDown())
             self._arm_close_deadline(self.ctx.shutdown_timeout)
         elif self._phase == _CONNECTING:
             self._respond(_status_response(503, "Service Unavailable", "Server shutting down"))
