@@ -197,3 +197,28 @@ async def test_a_held_receiver_gets_nothing_more_until_released() -> None:
     await turns(3)
     assert recorder.texts == [str(i) for i in range(10)]
     assert not transport.reading_paused
+
+
+async def test_an_asgi_endpoint_sending_after_the_clients_close_ends_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Found by fuzz/upgrade.py: a send after the close raised inside the session's task.
+    async def echo(scope: Any, receive: Any, send: Any) -> None:
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        while (message := await receive())["type"] == "websocket.receive":
+            await send({"type": "websocket.send", "text": message["text"]})
+
+    config = uvicorn.Config(echo, log_config=None)
+    config.load()
+    state = ServerState()
+    entry = HttpEntry(config=config, server_state=state, app_state={})
+    transport = RecordingTransport()
+    entry.connection_made(transport)
+    close = frame(0x8, struct.pack("!H", 1000))
+    with caplog.at_level(logging.ERROR):
+        entry.data_received(handshake_request("/ws", 8000) + frame(OP_TEXT, b"hello") + close)
+        (task,) = state.tasks
+        await asyncio.wait_for(task, 5)
+    assert task.exception() is None
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]

@@ -101,3 +101,27 @@ def test_a_close_between_fragments_is_answered_with_its_code(server: ServerProce
     frames, code = raw.recv_until_close()
     raw.close()
     assert (frames, code) == ([], 1000)
+
+
+def read_status(port: int, request: bytes) -> int:
+    """Send ``request``; the status of the answer (a timeout if none comes)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:
+        sock.sendall(request)
+        head = b""
+        while b"\r\n" not in head:
+            chunk = sock.recv(4096)
+            assert chunk, head
+            head += chunk
+    return int(head.split(b" ", 2)[1])
+
+
+def test_an_upgrade_to_another_protocol_is_answered_as_http(server: ServerProcess) -> None:
+    # What `curl --http2` sends: served as a plain request (found by fuzz/upgrade.py).
+    request = b"GET /healthz HTTP/1.1\r\nUpgrade: h2c\r\nConnection: Upgrade\r\nHost: x\r\n\r\n"
+    assert read_status(server.port, request) == 200
+
+
+def test_a_websocket_upgrade_named_twice_is_refused(server: ServerProcess) -> None:
+    # uvicorn would read the last Upgrade header, Hubbub both: one answer, no bouncing.
+    request = upgrade_request(Upgrade="websocket\r\nUpgrade: websocket")
+    assert read_status(server.port, request) == 400

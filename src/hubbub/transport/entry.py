@@ -207,7 +207,6 @@ class HttpEntry(asyncio.Protocol):
         )
 
     def _upgrade(self, tail: bytes) -> None:
-        self._chunks = []
         headers = self._headers
         values: dict[bytes, bytes] = {}
         for name, value in headers:
@@ -217,10 +216,11 @@ class HttpEntry(asyncio.Protocol):
         except _Refused as refused:
             self._refuse(refused.status, refused.reason, str(refused))
             return
-        if accept_key is None:  # another protocol (h2c...): uvicorn's answer
+        if accept_key is None:  # another protocol (h2c...): uvicorn answers it as HTTP
             self._complete = True
             self._hand_over()
             return
+        self._chunks = []
         transport = self.transport
         ctx = self._ctx
         parsed = httptools.parse_url(self._url)
@@ -308,8 +308,11 @@ class HttpEntry(asyncio.Protocol):
 def _check_upgrade(parser: httptools.HttpRequestParser, values: dict[bytes, bytes]) -> bytes | None:
     """The ``Sec-WebSocket-Accept`` value for a valid WebSocket upgrade request, None for
     an upgrade to another protocol; :class:`_Refused` for an invalid one."""
-    if values.get(b"upgrade", b"").strip().lower() != b"websocket":
-        return None
+    upgrade = [token.strip().lower() for token in values.get(b"upgrade", b"").split(b",")]
+    if b"websocket" not in upgrade:
+        return None  # uvicorn, which reads the last Upgrade header, agrees: not a WebSocket
+    if upgrade != [b"websocket"]:
+        raise _Refused(400, "Bad Request", "a WebSocket upgrade names one protocol")
     if parser.get_method() != b"GET" or parser.get_http_version() != "1.1":
         raise _Refused(400, "Bad Request", "a WebSocket upgrade is a GET over HTTP/1.1")
     if b"content-length" in values or b"transfer-encoding" in values:

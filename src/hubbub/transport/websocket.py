@@ -143,7 +143,7 @@ class WebSocketSession(asyncio.Protocol):
         try:
             result = await self.ctx.app(self.scope, self._asgi_receive, self._asgi_send)
         except Disconnected:
-            pass
+            return  # the client is gone or its close is answered: nothing more to do
         except BaseException:
             logger.exception("Exception in ASGI application")
             if self._phase == _CONNECTING:
