@@ -222,3 +222,16 @@ async def test_an_asgi_endpoint_sending_after_the_clients_close_ends_quietly(
         await asyncio.wait_for(task, 5)
     assert task.exception() is None
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_pings_are_not_answered_while_the_buffer_is_full() -> None:
+    # Pongs go into the transport whatever its buffer holds: a client that sends pings
+    # and never reads would grow the server's memory without limit.
+    protocol, _, transport = await open_attached()
+    before = len(transport.written)
+    protocol.pause_writing()  # the transport's buffer is over its high-water mark
+    protocol.data_received(b"".join(frame(OP_PING, b"p" * 100) for _ in range(1000)))
+    assert len(transport.written) == before
+    protocol.resume_writing()
+    protocol.data_received(frame(OP_PING, b"again"))
+    assert list(transport.frames())[-1] == (0xA, b"again")

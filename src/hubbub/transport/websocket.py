@@ -464,7 +464,9 @@ class WebSocketSession(asyncio.Protocol):
             self._close_for(EndpointFailed())
 
     def on_ping(self, payload: bytes) -> None:
-        if self._phase == _OPEN:
+        # Not while the buffer is full: a client that pings and never reads would grow
+        # it without bound (RFC 6455 §5.5.3 lets a pong answer only the latest ping).
+        if self._phase == _OPEN and self._writable:
             self.transport.write(encode_frame(payload, _PONG_FIRST))
 
     def on_pong(self) -> None:
