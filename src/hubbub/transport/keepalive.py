@@ -14,8 +14,8 @@ from typing import Protocol
 class Pingable(Protocol):
     """A connection the sweep looks after."""
 
-    ping_due: bool
-    """True from a ping until any pong."""
+    ping_due: int
+    """The number of the sweep whose ping is unanswered; 0 after any pong."""
 
     def send_ping(self) -> None:
         """Write a ping frame."""
@@ -25,45 +25,74 @@ class Pingable(Protocol):
 
 
 class Keepalive:
-    """The sweep over a process's connections; it runs while any are registered."""
+    """The sweep over a process's connections; it runs while any are registered.
 
-    __slots__ = ("_check", "_connections", "_loop", "_sweep", "interval", "timeout")
+    Each sweep pings the connections with no ping outstanding and, ``timeout`` later,
+    checks exactly those: a ping sent by a later sweep is never judged by an earlier
+    sweep's check, however ``interval`` and ``timeout`` line up.
+    """
 
-    def __init__(self, interval: float, timeout: float) -> None:
+    __slots__ = (
+        "_checks",
+        "_connections",
+        "_fixed_loop",
+        "_loop",
+        "_round",
+        "_sweep",
+        "interval",
+        "timeout",
+    )
+
+    def __init__(
+        self, interval: float, timeout: float, loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
         self.interval = interval
         self.timeout = timeout
         self._connections: set[Pingable] = set()
+        self._fixed_loop = loop  # for tests; else the running loop
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sweep: asyncio.TimerHandle | None = None
-        self._check: asyncio.TimerHandle | None = None
+        self._checks: set[asyncio.TimerHandle] = set()
+        self._round = 0
 
     def add(self, connection: Pingable) -> None:
         """Look after ``connection`` from the next sweep on."""
         self._connections.add(connection)
         if self._sweep is None:
-            self._loop = asyncio.get_running_loop()
+            self._loop = self._fixed_loop or asyncio.get_running_loop()
             self._sweep = self._loop.call_later(self.interval, self._ping_all)
 
     def discard(self, connection: Pingable) -> None:
         """Stop looking after ``connection``."""
         self._connections.discard(connection)
         if not self._connections:
-            for handle in (self._sweep, self._check):
-                if handle is not None:
-                    handle.cancel()
-            self._sweep = self._check = None
+            if self._sweep is not None:
+                self._sweep.cancel()
+            for handle in self._checks:
+                handle.cancel()
+            self._sweep = None
+            self._checks = set()
 
     def _ping_all(self) -> None:
         assert self._loop is not None
         self._sweep = self._loop.call_later(self.interval, self._ping_all)
-        for connection in list(self._connections):
-            if not connection.ping_due:
-                connection.ping_due = True
-                connection.send_ping()
-        if self._check is None:
-            self._check = self._loop.call_later(self.timeout, self._check_all)
+        self._round += 1
+        number = self._round
+        pinged = [c for c in self._connections if not c.ping_due]
+        for connection in pinged:
+            connection.ping_due = number
+            connection.send_ping()
+        if pinged:
+            handle: list[asyncio.TimerHandle] = []
+            check = self._loop.call_later(self.timeout, self._check, number, pinged, handle)
+            handle.append(check)
+            self._checks.add(check)
 
-    def _check_all(self) -> None:
-        self._check = None
-        for connection in [c for c in self._connections if c.ping_due]:
-            connection.ping_timed_out()
+    def _check(
+        self, number: int, pinged: list[Pingable], handle: list[asyncio.TimerHandle]
+    ) -> None:
+        self._checks.discard(handle[0])
+        for connection in pinged:
+            # Still this sweep's ping unanswered (a pong resets it, a later ping renumbers).
+            if connection.ping_due == number and connection in self._connections:
+                connection.ping_timed_out()

@@ -114,7 +114,7 @@ class WebSocketSession(asyncio.Protocol):
         self.conn_id = ""  # set by the Connection on this channel
         # permessage-deflate accepted: (window bits, smallest payload compressed).
         self.deflate: tuple[int, int] | None = None
-        self.ping_due = False
+        self.ping_due = 0  # keepalive: the sweep whose ping is unanswered
         self._accept_key = accept_key
         self._phase = _CONNECTING
         self._early = bytearray(early)
@@ -470,7 +470,7 @@ class WebSocketSession(asyncio.Protocol):
             self.transport.write(encode_frame(payload, _PONG_FIRST))
 
     def on_pong(self) -> None:
-        self.ping_due = False
+        self.ping_due = 0
 
     def to_core(self, data: bytes) -> None:
         core = self._core_protocol()
