@@ -35,6 +35,9 @@ class Sink:
     def on_pong(self) -> None:
         self.seen.append(("pong", None))
 
+    def on_close(self, code: int, payload: bytes) -> None:
+        self.seen.append(("close", (code, payload)))
+
     def to_core(self, data: bytes) -> None:
         self.core += data
 
@@ -109,10 +112,11 @@ def test_where_the_stream_is_cut_and_the_budget_change_nothing(
     assert (pieces.seen, bytes(pieces.core)) == (whole.seen, bytes(whole.core))
     # Whatever went to the core is the tail of the stream, from a frame boundary.
     assert stream.endswith(bytes(whole.core))
-    # After a failure nothing more is handed over.
+    # After a failure or a close nothing more is handed over.
     kinds = [kind for kind, _ in whole.seen]
-    if "fail" in kinds:
-        assert kinds.index("fail") == len(kinds) - 1 and not whole.core
+    for end in ("fail", "close"):
+        if end in kinds:
+            assert kinds.index(end) == len(kinds) - 1 and not whole.core
 
 
 message = st.one_of(
@@ -146,11 +150,29 @@ def test_valid_messages_come_out_whole_and_in_order_with_pings_between_fragments
     assert not sink.core
 
 
-def test_a_close_between_fragments_goes_to_the_core_and_drops_the_partial_message() -> None:
-    close = frame(0x8, struct.pack("!H", 1000))
+def test_a_close_between_fragments_is_read_and_drops_the_partial_message() -> None:
+    close = frame(0x8, struct.pack("!H", 1000) + b"bye")
     sink = read_all([frame(0x1, b"frag", fin=False) + close + frame(0x0, b"ment")])
-    assert sink.seen == []
-    assert bytes(sink.core).startswith(close[:2])  # the close frame, for the core to echo
+    assert sink.seen == [("close", (1000, struct.pack("!H", 1000) + b"bye"))]
+    assert not sink.core  # and the bytes behind it are ignored
+
+
+def test_a_close_with_no_payload_is_read_as_1005() -> None:
+    assert read_all([frame(0x8, b"")]).seen == [("close", (1005, b""))]
+
+
+def test_a_close_with_a_code_a_peer_may_not_send_goes_to_the_core() -> None:
+    for payload in (
+        struct.pack("!H", 1005),  # "no status": never on the wire
+        struct.pack("!H", 999),
+        struct.pack("!H", 2999),
+        struct.pack("!H", 5000),
+        b"\x03",  # one byte: no whole code
+        struct.pack("!H", 1000) + b"\xc3\x28",  # a reason that is not UTF-8
+    ):
+        stream = frame(0x8, payload) + frame(0x1, b"after")
+        sink = read_all([stream])
+        assert (sink.seen, bytes(sink.core)) == ([], stream), payload
 
 
 def test_invalid_utf8_in_a_first_fragment_fails_before_the_message_ends() -> None:

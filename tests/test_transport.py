@@ -103,6 +103,50 @@ def test_a_close_between_fragments_is_answered_with_its_code(server: ServerProce
     assert (frames, code) == ([], 1000)
 
 
+def close_answer(server: ServerProcess, payload: bytes) -> tuple[bytes | None, bool]:
+    """Send a close frame with ``payload`` on /ws: the payload of the server's close
+    (None if none came) and whether the server then ended the TCP stream."""
+    raw = RawWebSocket(server.port, "/ws")
+    try:
+        raw.send(frame(OP_CLOSE, payload))
+        try:
+            opcode, answer = raw.recv_frame()
+        except EOFError:
+            return None, True
+        assert opcode == OP_CLOSE
+        try:
+            raw.recv_frame()
+        except EOFError:
+            return answer, True
+        return answer, False
+    finally:
+        raw.close()
+
+
+@pytest.mark.parametrize(
+    ("sent", "answer"),
+    [
+        pytest.param(struct.pack("!H", 1000) + "au revoir ✓".encode(), None, id="echoed"),
+        pytest.param(b"", b"", id="no-code"),
+        pytest.param(struct.pack("!H", 4321), None, id="application-code"),
+        pytest.param(struct.pack("!H", 1005), struct.pack("!H", 1002), id="reserved-code"),
+        pytest.param(struct.pack("!H", 2999), struct.pack("!H", 1002), id="unassigned-code"),
+        pytest.param(b"\x03", struct.pack("!H", 1002), id="one-byte"),
+        pytest.param(struct.pack("!H", 1000) + b"\xc3\x28", struct.pack("!H", 1007), id="bad-utf8"),
+    ],
+)
+def test_a_clients_close_is_echoed_or_failed_and_the_server_ends_the_stream(
+    server: ServerProcess, sent: bytes, answer: bytes | None
+) -> None:
+    # RFC 6455 §5.5.1: the answer echoes the code; §7.1.1: the server closes TCP first.
+    got, ended = close_answer(server, sent)
+    assert got is not None and ended
+    if answer is None:
+        assert got == sent
+    else:
+        assert got[:2] == answer
+
+
 def read_status(port: int, request: bytes) -> int:
     """Send ``request``; the status of the answer (a timeout if none comes)."""
     with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) as sock:

@@ -18,7 +18,7 @@ from hubbub.hub import Hub
 from hubbub.metrics import Metrics
 from hubbub.routes.api import ApiKeyGate, api_router
 from hubbub.routes.rooms import rooms_router
-from hubbub.routes.seed import seed_router
+from hubbub.routes.seed import add_seed_routes
 from hubbub.routes.web import web_router
 from hubbub.stores import Retention, store_from_url
 from hubbub.stores.timed import TimedStore
@@ -66,7 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(ApiKeyGate, api_key=settings.api_key, max_body_bytes=settings.max_body_bytes)
     app.state.hub = hub
     app.state.settings = settings
-    app.include_router(seed_router(hub))
+    add_seed_routes(app.router, hub)
     # Guest tokens are signed with the deployment's secret, known once the store started.
     authenticator = Authenticator(settings, guest_secret=lambda: hub.store.deployment.secret)
     app.include_router(rooms_router(hub, authenticator))

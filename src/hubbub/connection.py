@@ -22,8 +22,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import itertools
 import logging
-import secrets
+import os
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Protocol
@@ -35,6 +36,10 @@ from hubbub.metrics import Metrics
 from hubbub.outgoing import OutFrame
 
 logger = logging.getLogger("hubbub.connection")
+
+# Connection ids for log lines: unique within a process, from a random start so that the
+# workers of one deployment do not repeat each other's (a counter: no system call each).
+_ids = itertools.count(int.from_bytes(os.urandom(4), "big"))
 
 DIRECT_EXTENSION = "hubbub.direct"
 
@@ -327,7 +332,7 @@ class Connection:
         workers: set[asyncio.Task[None]] | None = None,
     ) -> None:
         self.websocket = websocket
-        self.id = secrets.token_hex(4)  # "conn" in log lines
+        self.id = f"{next(_ids) & 0xFFFFFFFF:08x}"  # "conn" in log lines
         self._metrics = metrics
         self.close_code: int | None = None
         self.close_timeout = limits.close_timeout

@@ -85,6 +85,18 @@ class Context:
         self.compression_min_bytes = settings.compression_min_bytes
         self.compression_window_bits = settings.compression_window_bits
         self.keepalive = Keepalive(settings.ping_interval, settings.ping_timeout)
+        self._corked: list[WebSocketSession] = []
+
+    def cork(self, session: WebSocketSession) -> None:
+        """``session`` has frames to send: flush them at the end of this turn."""
+        if not self._corked:
+            asyncio.get_running_loop().call_soon(self._uncork)
+        self._corked.append(session)
+
+    def _uncork(self) -> None:
+        corked, self._corked = self._corked, []
+        for session in corked:
+            session.flush()
 
     def track_connection(self, protocol: asyncio.Protocol) -> None:
         track_connection(self.server_state, protocol)

@@ -4,12 +4,14 @@ Chat traffic is almost only whole, masked text frames, and websockets' parser re
 about ten generators per frame (~30 % of the server's CPU per echo round trip, by
 py-spy). :class:`FrameReader` finds frame boundaries itself and handles what it can
 check completely in a few lines: data frames (whole or fragmented, with the size limit
-and UTF-8 checked as they arrive, so a bad fragment fails at once), and well-formed
-pings and pongs. Everything else — a close frame, anything with reserved bits, an
-unknown opcode, no mask, an oversized or fragmented control frame — and every byte
+and UTF-8 checked as they arrive, so a bad fragment fails at once), well-formed pings
+and pongs, and a well-formed close frame (a valid code and a UTF-8 reason, or no
+payload), which it hands to the session with its code and ignores every byte after it.
+Everything else — a close frame with a bad code or reason, anything with reserved bits,
+an unknown opcode, no mask, an oversized or fragmented control frame — and every byte
 after it goes to websockets' :class:`~websockets.server.ServerProtocol` through its
 documented ``receive_data``, starting at that frame's first byte, so websockets decides
-the close handshake, the error and its close code.
+the error and its close code.
 
 A close frame in the middle of a fragmented message is answered like any other close
 (RFC 6455 §5.4 lets control frames interleave with fragments): websockets alone would
@@ -34,6 +36,12 @@ OP_CONT, OP_TEXT, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x
 
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 
+# Close codes a peer may send (RFC 6455 §7.4.1 and IANA's registry, as websockets
+# accepts them), besides 3000-4999.
+_PEER_CLOSE_CODES = frozenset(
+    {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014}
+)
+
 
 class FrameSink(Protocol):
     """Where a :class:`FrameReader` sends what it reads (the WebSocket session)."""
@@ -49,6 +57,9 @@ class FrameSink(Protocol):
 
     def on_pong(self) -> None:
         """A valid pong."""
+
+    def on_close(self, code: int, payload: bytes) -> None:
+        """A well-formed close frame: ``code`` (1005 for none) and its whole payload."""
 
     def to_core(self, data: bytes) -> None:
         """Bytes for websockets' core, from a frame boundary on."""
@@ -76,8 +87,8 @@ class FrameReader:
         "_probe",
         "_size",
         "budget",
+        "done",
         "dropping",
-        "failed",
         "inflate_bits",
         "max_size",
         "sink",
@@ -90,7 +101,7 @@ class FrameReader:
         self.budget = 0
         self.through = False  # everything goes to websockets' core from now on
         self.dropping = False  # our close is sent: data frames are dropped
-        self.failed = False  # the connection failed: every further byte is ignored
+        self.done = False  # failed, or the close is read: every further byte is ignored
         self.inflate_bits = 0  # permessage-deflate accepted: the client's window, else 0
         self._compressed = False  # the fragmented message being read is compressed
         self._buffer: bytearray | None = None  # the start of an incomplete frame
@@ -110,8 +121,8 @@ class FrameReader:
 
     def read(self, data: bytes) -> None:
         """Read ``data`` (after what is pending) until it runs out or the budget does."""
-        if self.failed or self.through:
-            if data and not self.failed:
+        if self.done or self.through:
+            if data and not self.done:
                 self.sink.to_core(data)
             return
         pending = self._buffer
@@ -151,7 +162,7 @@ class FrameReader:
                     break
                 length = int.from_bytes(buffer[start + 2 : start + 10], "big")
             if opcode >= OP_CLOSE:
-                if not first & _FIN or length > 125 or opcode == OP_CLOSE:
+                if not first & _FIN or length > 125 or (opcode == OP_CLOSE and length == 1):
                     break  # websockets checks and answers these
             elif length > self.max_size - self._size:
                 self._fail(CloseCode.MESSAGE_TOO_BIG, "message too big")
@@ -171,6 +182,15 @@ class FrameReader:
             payload = apply_mask(
                 buffer[start + header : end], buffer[start + header - 4 : start + header]
             )
+            if opcode == OP_CLOSE:
+                code = int.from_bytes(payload[:2], "big") if payload else CloseCode.NO_STATUS
+                if payload and not (_valid_close_code(code) and _is_utf8(payload[2:])):
+                    break  # websockets fails it with 1002 or 1007
+                self._reset()
+                self._buffer = None
+                self.done = True
+                sink.on_close(code, payload)
+                return
             start = end
             if opcode == OP_PING:
                 if not self.dropping:
@@ -183,7 +203,7 @@ class FrameReader:
             # Out of data or of budget, at a frame boundary.
             self._keep(buffer, start, size, pending)
             return
-        if self.failed:
+        if self.done:
             return
         if start < 0:  # an incomplete frame starts at -start - 1
             self._keep(buffer, -start - 1, size, pending)
@@ -298,7 +318,7 @@ class FrameReader:
     def _fail(self, code: int, reason: str) -> bool:
         self._reset()
         self._buffer = None
-        self.failed = True
+        self.done = True
         self.sink.fail(code, reason)
         return False
 
@@ -310,3 +330,15 @@ class FrameReader:
         self._parts = []
         self._decoded = []
         self._decoder = None
+
+
+def _valid_close_code(code: int) -> bool:
+    return code in _PEER_CLOSE_CODES or 3000 <= code < 5000
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True

@@ -15,11 +15,13 @@ writes the ``101`` itself, and from then on:
   turn, reading paused;
 - without a receiver, messages go through ASGI ``receive`` as usual.
 
-Incoming bytes go through a :class:`~hubbub.transport.incoming.FrameReader`; the frames
-it does not handle go to websockets' sans-I/O ``ServerProtocol``, made only when one
-comes, and driven only through its documented methods (``receive_data``,
-``events_received``, ``data_to_send``, ``send_close``, ``send_ping``, ``fail`` and
-``state``).
+Incoming bytes go through a :class:`~hubbub.transport.incoming.FrameReader`, which
+hands over messages, pings, pongs and a well-formed close (echoed here, then the TCP
+stream ended); the frames it does not handle go to websockets' sans-I/O
+``ServerProtocol``, made only when one comes, and driven only through its documented
+methods (``receive_data``, ``events_received``, ``data_to_send``, ``send_close``,
+``fail`` and ``state``). Frames written to one client in one turn go out in one write
+at the turn's end (:meth:`WebSocketSession.write_frame`).
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ _core_logger = logging.getLogger("hubbub.server.core")
 MESSAGES_PER_TURN = 64
 """Messages of one client handled in one turn of the event loop."""
 
+CORK_BYTES = 16 * 1024
+"""Frames written to one client in one turn go out at once when they reach this size."""
+
 ASGI_INBOX_LIMIT = 32
 """Messages waiting for an ASGI ``receive`` before reading from the socket pauses."""
 
@@ -57,6 +62,11 @@ _KEPT_SCOPE_KEYS = ("type", "scheme", "server", "client", "root_path", "path", "
 
 _CONNECTING, _OPEN, _CLOSING, _CLOSED = range(4)
 _PONG_FIRST = 0x8A
+_CLOSE_FIRST = 0x88
+# Close codes an endpoint may send (RFC 6455 §7.4), besides 3000-4999.
+_SENDABLE_CLOSE_CODES = frozenset(
+    {1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, *range(3000, 5000)}
+)
 _PING = b"\x89\x00"
 
 
@@ -80,6 +90,8 @@ class WebSocketSession(asyncio.Protocol):
         "_asgi_waiter",
         "_close_timer",
         "_core",
+        "_corked",
+        "_corked_size",
         "_early",
         "_held",
         "_inbox",
@@ -120,6 +132,8 @@ class WebSocketSession(asyncio.Protocol):
         self._early = bytearray(early)
         self._reader: FrameReader | None = None
         self._core: ServerProtocol | None = None
+        self._corked: list[bytes] | None = None  # frames written this turn, not yet out
+        self._corked_size = 0
         self._receiver: Receiver | None = None
         self._inbox: deque[dict[str, Any]] | None = None
         self._asgi_waiter: asyncio.Future[None] | None = None
@@ -233,9 +247,9 @@ class WebSocketSession(asyncio.Protocol):
                 payload, first = message.get("bytes") or b"", 0x82
             deflate = self.deflate
             if deflate is not None and len(payload) >= deflate[1]:
-                self.transport.write(encode_deflated_frame(payload, deflate[0], first))
+                self._write(encode_deflated_frame(payload, deflate[0], first))
             else:
-                self.transport.write(encode_frame(payload, first))
+                self._write(encode_frame(payload, first))
             if not self._writable:
                 await self._wait_writable()
         elif kind == "websocket.close":
@@ -318,9 +332,37 @@ class WebSocketSession(asyncio.Protocol):
         return self._writable
 
     def write_frame(self, frame: bytes) -> None:
-        """Write one complete frame, unless the connection is closing or gone."""
+        """Write one complete frame, unless the connection is closing or gone.
+
+        Frames written in one turn of the loop go out together at its end (one system
+        call instead of one per frame: a fan-out of several messages in one turn), or
+        as soon as :data:`CORK_BYTES` of them wait.
+        """
         if self._phase == _OPEN:
-            self.transport.write(frame)
+            corked = self._corked
+            if corked is None:
+                self._corked = [frame]
+                self._corked_size = len(frame)
+                self.ctx.cork(self)
+            else:
+                corked.append(frame)
+                self._corked_size += len(frame)
+                if self._corked_size >= CORK_BYTES:
+                    self.flush()
+
+    def flush(self) -> None:
+        """Hand the frames corked this turn to the transport."""
+        corked = self._corked
+        if corked is not None:
+            self._corked = None
+            if self._phase != _CLOSED:
+                self.transport.write(corked[0] if len(corked) == 1 else b"".join(corked))
+
+    def _write(self, data: bytes) -> None:
+        # Every write behind the corked frames, in order.
+        if self._corked is not None:
+            self.flush()
+        self.transport.write(data)
 
     def on_writable(self, callback: Callable[[], None] | None) -> None:
         """Register the outbox drain called when the transport can take more."""
@@ -330,12 +372,16 @@ class WebSocketSession(asyncio.Protocol):
         """Close with ``code`` without waiting for buffer space; abort after the timeout."""
         if self._phase != _OPEN or self.transport.is_closing():
             return
-        core = self._core_protocol()
-        core.send_close(code, reason)
+        payload = code.to_bytes(2, "big") + reason.encode()
+        if code in _SENDABLE_CLOSE_CODES and len(payload) <= 125:
+            self._write(encode_frame(payload, _CLOSE_FIRST))
+        else:  # websockets' core refuses it as it always has (an ASGI app's odd code)
+            core = self._core_protocol()
+            core.send_close(code, reason)
+            self._write_core(core)
         self._phase = _CLOSING
         assert self._reader is not None
         self._reader.dropping = True
-        self._write_core(core)
         self._tell(code)
         if self._paused and not self._held:
             self._resume()
@@ -467,12 +513,31 @@ class WebSocketSession(asyncio.Protocol):
         # Not while the buffer is full: a client that pings and never reads would grow
         # it without bound (RFC 6455 §5.5.3 lets a pong answer only the latest ping).
         if self._phase == _OPEN and self._writable:
-            self.transport.write(encode_frame(payload, _PONG_FIRST))
+            self._write(encode_frame(payload, _PONG_FIRST))
 
     def on_pong(self) -> None:
         self.ping_due = 0
 
+    def on_close(self, code: int, payload: bytes) -> None:
+        # The client's close: echoed (RFC 6455 §5.5.1) unless it answers ours, then the
+        # server ends the TCP connection (§7.1.1).
+        if self._phase == _OPEN:
+            self._phase = _CLOSING
+            self._write(encode_frame(payload, _CLOSE_FIRST))
+            self._tell(code)
+        self._end_stream()
+
+    def _end_stream(self) -> None:
+        if self._phase != _CLOSED:
+            self._phase = _CLOSING
+        self.flush()
+        self.transport.close()
+        self._arm_close_deadline(self.ctx.close_timeout)
+
     def to_core(self, data: bytes) -> None:
+        if self._core is None and self._phase != _OPEN:
+            self._end_stream()  # a bad frame after our close: nothing more to say
+            return
         core = self._core_protocol()
         core.receive_data(data)
         for event in core.events_received():
@@ -485,6 +550,9 @@ class WebSocketSession(asyncio.Protocol):
             logger.info(
                 "closing %s: text frame is not valid UTF-8", self._peer(), extra=self._extra()
             )
+        if self._core is None and self._phase != _OPEN:
+            self._end_stream()  # after our close: nothing more to say
+            return
         core = self._core_protocol()
         if core.state is State.OPEN:
             core.fail(code, reason)
@@ -503,9 +571,7 @@ class WebSocketSession(asyncio.Protocol):
         transport = self.transport
         for chunk in core.data_to_send():
             if not chunk:
-                self._phase = _CLOSED if self._phase == _CLOSED else _CLOSING
-                transport.close()
-                self._arm_close_deadline(self.ctx.close_timeout)
+                self._end_stream()
             elif not transport.is_closing():
                 if chunk[0] == 0x88 and len(chunk) >= 4:
                     self._tell(int.from_bytes(chunk[2:4], "big"))
@@ -513,7 +579,7 @@ class WebSocketSession(asyncio.Protocol):
                     self._phase = _CLOSING
                     if self._reader is not None:
                         self._reader.dropping = True
-                transport.write(chunk)
+                self._write(chunk)
 
     # -- the end ----------------------------------------------------------------------
 
@@ -535,6 +601,7 @@ class WebSocketSession(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._phase = _CLOSED
+        self._corked = None
         self.ctx.untrack_connection(self)
         self.ctx.keepalive.discard(self)
         if self._close_timer is not None:
@@ -570,7 +637,7 @@ class WebSocketSession(asyncio.Protocol):
     def send_ping(self) -> None:
         """:class:`~hubbub.transport.keepalive.Pingable`: write a ping."""
         if self._phase == _OPEN:
-            self.transport.write(_PING)
+            self._write(_PING)
 
     def ping_timed_out(self) -> None:
         """:class:`~hubbub.transport.keepalive.Pingable`: no pong in time."""
