@@ -141,7 +141,7 @@ def test_server_frames_encode_as_documented() -> None:
         "text": "hi",
         "ts": "2026-01-01T00:00:00.000Z",
     }
-    assert protocol.decode_message(protocol.encode(message)) == message
+    assert protocol.decode_room_frame(protocol.encode(message)) == message
     assert json.loads(protocol.encode(protocol.Ack(room="r", seq=3))) == {
         "type": "ack",
         "room": "r",

@@ -46,7 +46,7 @@ class Sink:
         self.seqs: list[int] = []
 
     def send(self, frame: OutFrame) -> None:
-        self.seqs.append(protocol.decode_message(frame.payload).seq)
+        self.seqs.append(protocol.decode_room_frame(frame.payload).seq)
 
     async def wait_for_room(self) -> None:
         pass

@@ -14,13 +14,14 @@ async def test_join_send_ack_and_everyone_gets_the_message(server: ServerProcess
     ann = await RoomClient.open(server.ws(""), "ann")
     bob = await RoomClient.open(server.ws(""), "bob")
     joined = await ann.join("lobby")
-    epoch = (await ann.next_of("welcome"))["epoch"]
+    welcome = await ann.next_of("welcome")
     assert joined == {
         "type": "joined",
         "room": "lobby",
         "seq": 0,
         "members": ["ann"],
-        "epoch": epoch,
+        "epoch": welcome["epoch"],
+        "people": [{"user": welcome["user"], "name": "ann"}],
     }
     assert (await bob.join("lobby"))["members"] == ["ann", "bob"]
     ack = await ann.say("lobby", "hello", ref="r1")

@@ -6,7 +6,8 @@ chosen display name. Token claims:
 - ``sub``: the user id (required); ``name``: the display name (defaults to ``sub``)
 - ``exp``: expiry (required); ``nbf``/``iat`` honoured when present
 - ``rooms``: room patterns the user may read and write (``lobby``, ``team-*``);
-  ``read`` / ``write``: patterns for one of the two only
+  ``read`` / ``write``: patterns for one of the two only; ``moderate``: patterns of
+  the rooms the user moderates
 
 Patterns are shell-style (``fnmatch``, case-sensitive). Only the configured algorithm
 is accepted, so ``alg: none`` and a token signed for another key type are refused.
@@ -76,6 +77,11 @@ class Identity:
     write: tuple[str, ...]
     guest: bool = False
     expires_at: float | None = None
+    moderate: tuple[str, ...] = ()  # rooms the token makes the user a moderator of
+
+    def moderates(self, room: str) -> bool:
+        """Whether the token makes the user a moderator of ``room``."""
+        return any(fnmatch.fnmatchcase(room, pattern) for pattern in self.moderate)
 
     def can_read(self, room: str) -> bool:
         """Whether the user may join ``room`` and see its messages and history."""
@@ -219,6 +225,7 @@ class Authenticator:
             rooms = _claim_patterns(claims, "rooms")
             read = rooms + _claim_patterns(claims, "read")
             write = rooms + _claim_patterns(claims, "write")
+            moderate = _claim_patterns(claims, "moderate")
         except TypeError as exc:
             raise AuthError("unauthorized", str(exc)) from None
         return Identity(
@@ -227,6 +234,7 @@ class Authenticator:
             read=read,
             write=write,
             expires_at=_expiry(claims),
+            moderate=moderate,
         )
 
     def guest(self, name: str | None, token: str | None = None) -> Identity:

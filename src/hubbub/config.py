@@ -57,6 +57,9 @@ class Settings(BaseSettings):
         0.0, ge=0, description="Seconds a message is kept (0: no limit)."
     )
     max_text_chars: int = Field(4000, ge=1, description="Longest message text on /v1/ws.")
+    max_data_bytes: int = Field(
+        2048, ge=2, description="Largest `data` of a message on /v1/ws, as JSON (bytes)."
+    )
     rate_per_second: float = Field(
         20.0, gt=0, description="Sustained frames per second one /v1/ws client may send."
     )

@@ -38,6 +38,15 @@ class ErrorCode(StrEnum):
     INVALID_NAME = "invalid_name"
     NAME_TAKEN = "name_taken"  # another user in the room has that display name
     FORBIDDEN = "forbidden"  # the identity may not read (join) or write (send) the room
+    NO_SUCH_MESSAGE = "no_such_message"  # a seq that is not a message of the room
+    MESSAGE_DELETED = "message_deleted"  # edit or react of a deleted message
+    NOT_YOURS = "not_yours"  # edit (or delete, as a member) of someone else's message
+    BAD_EMOJI = "bad_emoji"
+    TOO_MANY_REACTIONS = "too_many_reactions"
+    DATA_TOO_LARGE = "data_too_large"
+    MUTED = "muted"  # send/edit/react by a user muted in the room
+    BANNED = "banned"  # join of a room the user is banned from
+    NO_SUCH_MEMBER = "no_such_member"  # moderate/role naming a user who is not a member
 
 
 class HubbubError(Exception):

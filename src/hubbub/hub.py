@@ -13,6 +13,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+import msgspec
 from starlette.websockets import WebSocket
 
 from hubbub import protocol
@@ -20,18 +21,39 @@ from hubbub.auth import Identity, name_key
 from hubbub.brokers.base import Broker
 from hubbub.config import Settings
 from hubbub.connection import Connection
-from hubbub.errors import DisconnectedByServer, HubbubError, NameTaken, ServerBusy
+from hubbub.errors import (
+    DisconnectedByServer,
+    ErrorCode,
+    HubbubError,
+    NameTaken,
+    ProtocolError,
+    ServerBusy,
+)
 from hubbub.metrics import Metrics
 from hubbub.outgoing import OutFrame
 from hubbub.presence import PRESENCE_CHANNEL, Presence
-from hubbub.protocol import Message
+from hubbub.protocol import Message, Moderation, Person, RoomEvent
 from hubbub.rooms import RoomFeed
 from hubbub.stores import Store
+from hubbub.stores.base import RoomSettings
+from hubbub.stores.chat import Membership, MessageChange, ModerationChange
 
 logger = logging.getLogger("hubbub.hub")
 
 ROOM_PREFIX = "room:"  # broker channels of rooms; other channels are plain fan-out
 CONTROL_CHANNEL = "control:~"  # disconnect-user requests between processes
+USER_CHANNEL = "user:~"  # frames for every connection of one user, on every process
+
+
+class UserFrame(msgspec.Struct):
+    """A frame for every connection of ``user``, between processes."""
+
+    user: str
+    frame: msgspec.Raw
+
+
+Kicked = Callable[[str], None]
+"""Told the room a connection was removed from by a moderator."""
 HISTORY_BATCH = 50  # rows per store read of a page cut by bytes (the default limit: one read)
 
 
@@ -76,6 +98,7 @@ class Hub:
         self._user_of: dict[Connection, str] = {}
         self._channels_of: dict[Connection, set[str]] = {}
         self._rooms_of: dict[Connection, set[str]] = {}
+        self._on_kicked: dict[Connection, Kicked] = {}
         self._shutting_down = False
         self.presence = Presence(
             secrets.token_hex(8),
@@ -99,6 +122,7 @@ class Hub:
         await self.broker.start()
         await self._subscribe(PRESENCE_CHANNEL)
         await self._subscribe(CONTROL_CHANNEL)
+        await self._subscribe(USER_CHANNEL)
         await self.presence.resync()
         self._keep_running("presence heartbeat", self.presence.run)
 
@@ -120,7 +144,11 @@ class Hub:
 
     @staticmethod
     def _store_bound(channel: str) -> bool:
-        return channel.startswith(ROOM_PREFIX) or channel in (PRESENCE_CHANNEL, CONTROL_CHANNEL)
+        return channel.startswith(ROOM_PREFIX) or channel in (
+            PRESENCE_CHANNEL,
+            CONTROL_CHANNEL,
+            USER_CHANNEL,
+        )
 
     @property
     def epoch(self) -> str:
@@ -204,6 +232,7 @@ class Hub:
         connection.release()
 
     def _forget(self, connection: Connection) -> None:
+        self._on_kicked.pop(connection, None)
         if connection in self.connections:
             self.connections.remove(connection)
             self.metrics.closed(connection.close_code, connection.outbox_peak)
@@ -317,6 +346,9 @@ class Hub:
         if channel == CONTROL_CHANNEL:
             self._on_control(payload)
             return
+        if channel == USER_CHANNEL:
+            self._on_user_frame(payload)
+            return
         members = self._members.get(channel)
         if not members:
             return
@@ -335,14 +367,16 @@ class Hub:
         room: str,
         identity: Identity,
         since: int | None,
-        announce: Callable[[int, list[str]], None],
+        announce: Callable[[int, dict[str, str]], None],
     ) -> None:
-        """Add ``connection`` to ``room`` as ``identity``.
+        """Add ``connection`` to ``room`` as ``identity``, and make the user a stored
+        member of it.
 
-        ``announce(last_seq, members)`` runs once the member is in, before anything else
-        is sent to it. Then, with ``since``, every message after ``since`` follows in
-        order; without, the messages after ``last_seq``. Raises :class:`NameTaken` if
-        another user in the room has the same display name.
+        ``announce(last_seq, members)`` (members: user id -> name) runs once the member
+        is in, before anything else is sent to it. Then, with ``since``, every event
+        after ``since`` follows in order; without, the events after ``last_seq``.
+        Raises :class:`NameTaken` if another user in the room has the same display
+        name, ``ProtocolError(banned)`` if the user is banned from it.
         """
         while True:
             feed = await self._open_feed(room)
@@ -356,6 +390,13 @@ class Hub:
                 raise
             if self._feeds.get(room) is feed:
                 break
+        standing = feed.standings.get(identity.user) or await self.store.membership(
+            room, identity.user
+        )
+        if standing is not None and standing.banned:
+            if not feed.members:
+                await self._close_feed(room)
+            raise ProtocolError(ErrorCode.BANNED, f"you are banned from {room}")
         held = self.presence.members(room).get(identity.user)
         if self._name_taken(room, identity) or (held is not None and held != identity.name):
             # One name per user in a room: not another user's, nor (from another tab or
@@ -365,11 +406,12 @@ class Hub:
             if held is not None and held != identity.name:
                 raise NameTaken(f"you are in {room} as {held!r} already")
             raise NameTaken(f"{identity.name!r} is already in {room}")
+        await self.store.join_member(room, identity.user, identity.name)
         await self.presence.add(room, identity.user, identity.name)
         after = last if since is None else min(since, last)
         member = feed.add(connection, identity.user, identity.name, after, since is not None)
         self._rooms_of.setdefault(connection, set()).add(room)
-        announce(last, sorted(self.presence.members(room).values()))
+        announce(last, self.presence.members(room))
         if since is not None:
             await feed.catch_up(member)
 
@@ -414,16 +456,113 @@ class Hub:
         feed = self._feeds.get(room)
         return feed is not None and connection in feed.members
 
-    async def send_to_room(self, room: str, sender: str, text: str) -> Message:
+    async def send_to_room(
+        self,
+        room: str,
+        sender: str,
+        text: str,
+        *,
+        user: str | None = None,
+        reply_to: int | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> Message:
         """Store a message (which gives it its ``seq``) and deliver it everywhere."""
-        message = await self.store.append(room, sender, text, protocol.timestamp())
-        payload = protocol.encode(message)
+        message = await self.store.append(
+            room, sender, text, protocol.timestamp(), user=user, reply_to=reply_to, data=data
+        )
+        self._publish_event(room, message)
+        return message
+
+    async def change_message(self, room: str, change: MessageChange) -> RoomEvent | None:
+        """Edit, delete or react (the store decides); the event, delivered everywhere,
+        or None if nothing changed."""
+        event = await self.store.change(room, change, protocol.timestamp())
+        if event is not None:
+            self._publish_event(room, event)
+        return event
+
+    async def moderate(self, room: str, change: ModerationChange) -> Moderation:
+        """A moderation action, stored with its event, then delivered everywhere; every
+        process applies it when the event reaches its feed of the room."""
+        event = await self.store.moderate(room, change, protocol.timestamp())
+        self._publish_event(room, event)
+        return event
+
+    def _publish_event(self, room: str, event: RoomEvent) -> None:
+        payload = protocol.encode(event)
         self.metrics.messages_published.inc()
         feed = self._feeds.get(room)
         if feed is not None:
-            feed.on_message(message, OutFrame(payload))
+            feed.on_message(event, OutFrame(payload))
         self.broker.publish(ROOM_PREFIX + room, payload)
-        return message
+
+    def standing(self, room: str, user: str) -> Membership | None:
+        """``user``'s standing in ``room`` as this process's feed knows it (None: the
+        default one, or no feed)."""
+        feed = self._feeds.get(room)
+        return feed.standings.get(user) if feed is not None else None
+
+    def room_settings(self, room: str) -> RoomSettings:
+        """How ``room`` behaves, as this process's feed of it knows (defaults without)."""
+        feed = self._feeds.get(room)
+        return feed.settings if feed is not None else RoomSettings()
+
+    def signal_room(self, room: str, frame: protocol.TypingNotice | protocol.Receipt) -> None:
+        """An ephemeral frame (never stored) for the room's other members, everywhere."""
+        payload = protocol.encode(frame)
+        self._signal_local(room, frame.user, payload)
+        self.broker.publish(ROOM_PREFIX + room, payload)
+
+    def _signal_local(self, room: str, sender: str, payload: bytes) -> None:
+        feed = self._feeds.get(room)
+        if feed is not None:
+            feed.signal(OutFrame(payload), sender)
+
+    def push_to_user(self, user: str, frame: protocol.ServerFrame) -> None:
+        """A frame for every connection of ``user``, on every process."""
+        payload = protocol.encode(frame)
+        self._push_local(user, payload)
+        self.broker.publish(
+            USER_CHANNEL, msgspec.json.encode(UserFrame(user, msgspec.Raw(payload)))
+        )
+
+    def _push_local(self, user: str, payload: bytes) -> None:
+        connections = self._users.get(user)
+        if connections:
+            frame = OutFrame(payload)
+            for connection in connections:
+                connection.send(frame)
+
+    def _on_user_frame(self, payload: bytes) -> None:
+        try:
+            pushed = msgspec.json.decode(payload, type=UserFrame)
+        except msgspec.DecodeError:
+            logger.warning("dropped an undecodable user frame from the broker")
+            return
+        self._push_local(pushed.user, bytes(pushed.frame))
+
+    def on_kicked(self, connection: Connection, callback: Kicked) -> None:
+        """Call ``callback(room)`` when a moderator removes ``connection`` from a room."""
+        self._on_kicked[connection] = callback
+
+    def _apply_moderation(self, room: str, event: Moderation) -> None:
+        # Called by the feed once it has handed the event out, on every process.
+        if event.action not in ("kick", "ban"):
+            return
+        feed = self._feeds.get(room)
+        if feed is None:
+            return
+        for connection, member in list(feed.members.items()):
+            if member.user == event.member:
+                self._spawn(self._evict(connection, room), "evict")
+
+    async def _evict(self, connection: Connection, room: str) -> None:
+        if not await self.leave_room(connection, room):
+            return
+        connection.send_one(OutFrame(protocol.encode(protocol.Left(room=room, reason="kicked"))))
+        callback = self._on_kicked.get(connection)
+        if callback is not None:
+            callback(room)
 
     async def history(
         self, room: str, before: int | None, limit: int, max_bytes: int | None = None
@@ -438,12 +577,16 @@ class Hub:
         """
         end = 2**62 if before is None else before
         if max_bytes is None:
-            return await self.store.read(room, before=end, limit=limit)
+            return _messages(
+                await self.store.read(room, before=end, limit=limit, messages_only=True)
+            )
         page: list[Message] = []  # newest first
         size = 0
         while len(page) < limit:
             want = min(limit - len(page), HISTORY_BATCH)
-            rows = await self.store.read(room, before=end, limit=want)
+            rows = _messages(
+                await self.store.read(room, before=end, limit=want, messages_only=True)
+            )
             for message in reversed(rows):
                 size += len(protocol.encode(message)) + 1
                 if size > max_bytes and page:
@@ -463,12 +606,17 @@ class Hub:
                 # Subscribe first, then read where the room stands: nothing falls between.
                 await self._subscribe(ROOM_PREFIX + room)
                 last = await self.store.last_seq(room)
+                standings = await self.store.standings(room)
+                settings = await self.store.room_settings(room)
             except BaseException as exc:
                 del self._opening[room]
                 pending.set_exception(exc)
                 pending.exception()
                 raise
             feed = RoomFeed(room, self.store, last, self._spawn, self.metrics)
+            feed.standings = standings
+            feed.settings = settings
+            feed.on_moderation = self._apply_moderation
             self._feeds[room] = feed
             pending.set_result(feed)
         return await asyncio.shield(pending)
@@ -478,13 +626,16 @@ class Hub:
         if feed is None:
             return
         try:
-            message = protocol.decode_message(payload)
+            frame = protocol.decode_room_frame(payload)
         except Exception:
             logger.warning(
                 "room %s: dropped an undecodable broker message", room, extra={"room": room}
             )
             return
-        feed.on_message(message, OutFrame(payload))
+        if isinstance(frame, protocol.TypingNotice | protocol.Receipt):
+            feed.signal(OutFrame(payload), frame.user)
+        else:
+            feed.on_message(frame, OutFrame(payload))
 
     def _resync_rooms(self) -> None:
         # After a broker outage: anything published meanwhile is in the store, and
@@ -493,11 +644,20 @@ class Hub:
             feed.resync()
         self._spawn(self.presence.resync())
 
-    def _announce_presence(self, room: str, joined: list[str], left: list[str]) -> None:
+    def _announce_presence(
+        self, room: str, joined: list[tuple[str, str]], left: list[tuple[str, str]]
+    ) -> None:
         feed = self._feeds.get(room)
         if feed is None or not feed.members:
             return
-        frame = OutFrame(protocol.encode(protocol.Presence(room=room, joined=joined, left=left)))
+        presence = protocol.Presence(
+            room=room,
+            joined=[name for _, name in joined],
+            left=[name for _, name in left],
+            joined_people=[Person(user, name) for user, name in joined] or None,
+            left_people=[Person(user, name) for user, name in left] or None,
+        )
+        frame = OutFrame(protocol.encode(presence))
         for member in feed.members.values():
             member.connection.send(frame)
         self.metrics.sent(len(feed.members), len(feed.members) * frame.size)
@@ -568,6 +728,11 @@ class Hub:
     def _task_failed(self, name: str, exc: BaseException, then: str) -> None:
         self.metrics.task_failures.labels(task=name).inc()
         logger.error("background task %r failed%s", name, then, exc_info=exc)
+
+
+def _messages(events: list[RoomEvent]) -> list[Message]:
+    # What a messages_only read returns.
+    return [event for event in events if isinstance(event, Message)]
 
 
 def _discard(index: dict[Connection, set[str]], connection: Connection, name: str) -> None:

@@ -25,8 +25,9 @@ logger = logging.getLogger("hubbub.presence")
 
 PRESENCE_CHANNEL = "presence:~"  # "~" cannot appear in a room name
 
-Announce = Callable[[str, list[str], list[str]], None]
-"""``announce(room, joined_names, left_names)``: tell the room's local members."""
+Announce = Callable[[str, list[tuple[str, str]], list[tuple[str, str]]], None]
+"""``announce(room, joined, left)``: tell the room's local members; each a list of
+``(user, name)``, by name."""
 
 
 class Event(msgspec.Struct, omit_defaults=True):
@@ -92,7 +93,7 @@ class Presence:
         if entry.connections == 1:
             await self._send(Event("join", self.node, room, user, name))
         if user not in before:
-            self._announce(room, [name], [])
+            self._announce(room, [(user, name)], [])
 
     async def remove(self, room: str, user: str) -> None:
         """One connection fewer of ``user`` in ``room``."""
@@ -108,7 +109,7 @@ class Presence:
             del self.local[room]
         await self._send(Event("leave", self.node, room, user))
         if user not in self.members(room):
-            self._announce(room, [], [entry.name])
+            self._announce(room, [], [(user, entry.name)])
 
     async def rename(self, room: str, user: str, name: str) -> None:
         """``user``'s display name in ``room`` is ``name`` from now on (a ``refresh``)."""
@@ -117,7 +118,7 @@ class Presence:
             return
         old, entry.name = entry.name, name
         await self._send(Event("join", self.node, room, user, name))  # others overwrite
-        self._announce(room, [name], [old])
+        self._announce(room, [(user, name)], [(user, old)])
 
     async def resync(self) -> None:
         """At start and after a broker outage: tell our members again, and ask every
@@ -198,10 +199,13 @@ class Presence:
     def _tell(self, room: str, before: dict[str, str]) -> None:
         after = self.members(room)
         renamed = [u for u in after.keys() & before.keys() if after[u] != before[u]]
-        joined = [after[u] for u in after.keys() - before.keys()] + [after[u] for u in renamed]
-        left = [before[u] for u in before.keys() - after.keys()] + [before[u] for u in renamed]
+        joined = [(u, after[u]) for u in after.keys() - before.keys()]
+        left = [(u, before[u]) for u in before.keys() - after.keys()]
+        joined += [(u, after[u]) for u in renamed]
+        left += [(u, before[u]) for u in renamed]
         if joined or left:
-            self._announce(room, sorted(joined), sorted(left))
+            by_name = lambda pair: (pair[1], pair[0])  # noqa: E731
+            self._announce(room, sorted(joined, key=by_name), sorted(left, key=by_name))
 
     def _snapshot(self, room: str) -> Event:
         users = self.local.get(room, {})

@@ -7,8 +7,9 @@ is the specification these follow.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
+import emoji
 import msgspec
 from msgspec import Meta, Struct, field
 
@@ -25,6 +26,19 @@ Seq = Annotated[int, Meta(ge=0, le=MAX_SEQ)]
 Epoch = Annotated[str, Meta(max_length=64)]
 Ref = Annotated[str, Meta(max_length=64)] | Annotated[int, Meta(ge=-(2**53), le=2**53)]
 Limit = Annotated[int, Meta(ge=1, le=1000)]
+UserId = Annotated[str, Meta(min_length=1, max_length=256)]
+Emoji = Annotated[str, Meta(min_length=1, max_length=64)]
+Reason = Annotated[str, Meta(max_length=200)]
+MAX_REACTIONS = 20
+"""Different emoji on one message."""
+MAX_DM_OTHERS = 7
+MAX_DATA_DEPTH = 8
+UNREAD_CAP = 1000
+"""Unread counts stop here: 1000 means "1000 or more"."""
+TYPING_EXPIRES = 5
+"""Seconds a typing indicator shows unless renewed."""
+TYPING_EVERY = 2.0
+"""Seconds between the typing notices passed on for one user and room."""
 
 
 # -- client -> server -------------------------------------------------------------
@@ -43,9 +57,10 @@ class Join(Frame, tag="join"):
 
 
 class Leave(Frame, tag="leave"):
-    """Leave ``room``."""
+    """Leave ``room``; ``forget``: end the stored membership too."""
 
     room: Room
+    forget: bool = False
 
 
 class Send(Frame, tag="send"):
@@ -53,6 +68,86 @@ class Send(Frame, tag="send"):
 
     room: Room
     text: str
+    ref: Ref | None = None
+    reply_to: Seq | None = None
+    data: dict[str, Any] | None = None
+
+
+class EditMessage(Frame, tag="edit"):
+    """Replace the text (and ``data``, if given) of one's own message ``seq``."""
+
+    room: Room
+    seq: Seq
+    text: str
+    data: dict[str, Any] | None = None
+    ref: Ref | None = None
+
+
+class DeleteMessage(Frame, tag="delete"):
+    """Delete message ``seq`` (one's own, or any as a moderator)."""
+
+    room: Room
+    seq: Seq
+    ref: Ref | None = None
+
+
+class React(Frame, tag="react"):
+    """Add (or ``remove``) one's ``emoji`` reaction on message ``seq``."""
+
+    room: Room
+    seq: Seq
+    emoji: Emoji
+    remove: bool = False
+    ref: Ref | None = None
+
+
+class Read(Frame, tag="read"):
+    """The user has read ``room`` up to ``seq``."""
+
+    room: Room
+    seq: Seq
+
+
+class ListRooms(Frame, tag="rooms"):
+    """Which rooms the user is a member of."""
+
+    ref: Ref | None = None
+
+
+class Typing(Frame, tag="typing"):
+    """The user is typing in ``room`` (or has ``stop``-ped)."""
+
+    room: Room
+    stop: bool = False
+
+
+class OpenDm(Frame, tag="dm"):
+    """The direct-message room of the sender and ``users``."""
+
+    users: Annotated[list[UserId], Meta(min_length=1, max_length=MAX_DM_OTHERS)]
+    ref: Ref | None = None
+
+
+ModerationAction = Literal["kick", "ban", "unban", "mute", "unmute"]
+Role = Literal["owner", "moderator", "member"]
+
+
+class Moderate(Frame, tag="moderate"):
+    """A moderator's ``action`` on member ``user`` of ``room``."""
+
+    room: Room
+    user: UserId
+    action: ModerationAction
+    reason: Reason | None = None
+    ref: Ref | None = None
+
+
+class SetRole(Frame, tag="role"):
+    """An owner makes member ``user`` a moderator (or a member again)."""
+
+    room: Room
+    user: UserId
+    role: Literal["moderator", "member"]
     ref: Ref | None = None
 
 
@@ -85,8 +180,44 @@ class Ping(Frame, tag="ping"):
     ref: Ref | None = None
 
 
-ClientFrame = Join | Leave | Send | History | Ping | Hello | Refresh
-CLIENT_TYPES = frozenset({"join", "leave", "send", "history", "ping", "hello", "refresh"})
+ClientFrame = (
+    Join
+    | Leave
+    | Send
+    | History
+    | Ping
+    | Hello
+    | Refresh
+    | EditMessage
+    | DeleteMessage
+    | React
+    | Read
+    | ListRooms
+    | Typing
+    | OpenDm
+    | Moderate
+    | SetRole
+)
+CLIENT_TYPES = frozenset(
+    {
+        "join",
+        "leave",
+        "send",
+        "history",
+        "ping",
+        "hello",
+        "refresh",
+        "edit",
+        "delete",
+        "react",
+        "read",
+        "rooms",
+        "typing",
+        "dm",
+        "moderate",
+        "role",
+    }
+)
 
 # -- server -> client -------------------------------------------------------------
 
@@ -104,14 +235,89 @@ class Welcome(Frame, tag="welcome", omit_defaults=True):
     epoch: str | None = None
 
 
-class Message(Frame, tag="message"):
-    """One message of a room, as stored and as delivered."""
+class Message(Frame, tag="message", omit_defaults=True):
+    """One message of a room, as stored (in its current state) and as delivered.
+
+    ``user``: the author's id (absent on messages stored before it was kept);
+    ``edited``: the time of the last edit; ``deleted``: a tombstone (no text, no data);
+    ``reactions``: emoji -> the ids of the users who reacted, in order.
+    """
 
     room: str
     seq: int
     sender: str = field(name="from")
     text: str
     ts: str
+    user: str | None = None
+    reply_to: int | None = None
+    data: dict[str, Any] | None = None
+    edited: str | None = None
+    deleted: bool = False
+    reactions: dict[str, list[str]] | None = None
+
+
+class Edit(Frame, tag="edit", omit_defaults=True):
+    """An event: message ``target`` now reads ``text`` (``deleted``: its text is erased,
+    as the message was deleted after)."""
+
+    room: str
+    seq: int
+    target: int
+    text: str
+    user: str
+    sender: str = field(name="from")
+    ts: str
+    data: dict[str, Any] | None = None
+    deleted: bool = False
+
+
+class Delete(Frame, tag="delete"):
+    """An event: message ``target`` is deleted."""
+
+    room: str
+    seq: int
+    target: int
+    user: str
+    sender: str = field(name="from")
+    ts: str
+
+
+class Reaction(Frame, tag="reaction"):
+    """An event: ``user``'s ``emoji`` on message ``target`` is ``added`` (or removed)."""
+
+    room: str
+    seq: int
+    target: int
+    emoji: str
+    added: bool
+    user: str
+    sender: str = field(name="from")
+    ts: str
+
+
+class Moderation(Frame, tag="moderation", omit_defaults=True):
+    """An event: a moderator's ``action`` on ``member`` (``role``: for ``"role"``)."""
+
+    room: str
+    seq: int
+    action: str
+    member: str
+    user: str
+    sender: str = field(name="from")
+    ts: str
+    reason: str | None = None
+    role: str | None = None
+
+
+RoomEvent = Message | Edit | Delete | Reaction | Moderation
+"""What a room's ``seq`` stream holds."""
+
+
+class Person(Struct):
+    """A user, and the name it goes by."""
+
+    user: str
+    name: str
 
 
 class Joined(Frame, tag="joined", omit_defaults=True):
@@ -123,19 +329,21 @@ class Joined(Frame, tag="joined", omit_defaults=True):
     members: list[str]
     epoch: str | None = None
     reset: bool = False
+    people: list[Person] | None = None
 
 
-class Left(Frame, tag="left"):
-    """Answer to ``leave``."""
+class Left(Frame, tag="left", omit_defaults=True):
+    """Answer to ``leave``; also sent, with ``reason``, when a moderator kicks."""
 
     room: str
+    reason: str | None = None
 
 
 class Ack(Frame, tag="ack", omit_defaults=True):
     """Answer to ``send``: the ``seq`` the message got."""
 
     room: str
-    seq: int
+    seq: int | None = None  # none: the change was there already (a reaction)
     ref: str | int | None = None
 
 
@@ -152,12 +360,67 @@ class Pong(Frame, tag="pong", omit_defaults=True):
     ref: str | int | None = None
 
 
-class Presence(Frame, tag="presence"):
+class Presence(Frame, tag="presence", omit_defaults=True):
     """Who joined or left a room."""
 
     room: str
     joined: list[str]
     left: list[str]
+    joined_people: list[Person] | None = None
+    left_people: list[Person] | None = None
+
+
+class ReadState(Frame, tag="read"):
+    """The user has read ``room`` up to ``seq``; ``unread`` messages follow it."""
+
+    room: str
+    seq: int
+    unread: int
+
+
+class Receipt(Frame, tag="receipt"):
+    """Member ``user`` has read ``room`` up to ``seq``."""
+
+    room: str
+    user: str
+    name: str
+    seq: int
+
+
+class TypingNotice(Frame, tag="typing", omit_defaults=True):
+    """``user`` is typing in ``room`` (for ``expires_in`` seconds), or has stopped."""
+
+    room: str
+    user: str
+    name: str
+    expires_in: int | None = None
+    stop: bool = False
+
+
+class RoomSummary(Struct, omit_defaults=True):
+    """One room of a user's list."""
+
+    room: str
+    seq: int
+    read: int
+    unread: int
+    role: str
+    dm: list[Person] | None = None
+
+
+class RoomList(Frame, tag="rooms", omit_defaults=True):
+    """Answer to ``rooms``."""
+
+    rooms: list[RoomSummary]
+    ref: str | int | None = None
+
+
+class DmOpened(Frame, tag="dm", omit_defaults=True):
+    """Answer to ``dm``: the room, and every user of it."""
+
+    room: str
+    users: list[str]
+    ref: str | int | None = None
 
 
 class Error(Frame, tag="error", omit_defaults=True):
@@ -168,7 +431,26 @@ class Error(Frame, tag="error", omit_defaults=True):
     ref: str | int | None = None
 
 
-ServerFrame = Welcome | Message | Joined | Left | Ack | HistoryPage | Pong | Presence | Error
+ServerFrame = (
+    Welcome
+    | Message
+    | Edit
+    | Delete
+    | Reaction
+    | Moderation
+    | Joined
+    | Left
+    | Ack
+    | HistoryPage
+    | Pong
+    | Presence
+    | Error
+    | ReadState
+    | Receipt
+    | TypingNotice
+    | RoomList
+    | DmOpened
+)
 
 _decoder: msgspec.json.Decoder[ClientFrame] = msgspec.json.Decoder(ClientFrame)
 _encoder = msgspec.json.Encoder()
@@ -230,6 +512,38 @@ def check_text(text: str, max_chars: int, ref: str | int | None = None) -> None:
         raise ProtocolError(ErrorCode.BAD_FRAME, "text contains NUL", ref)
 
 
+def check_data(data: dict[str, Any] | None, max_bytes: int, ref: str | int | None = None) -> None:
+    """The rule for a message's ``data``: a JSON object of at most ``max_bytes`` once
+    encoded and :data:`MAX_DATA_DEPTH` levels deep; else :class:`ProtocolError`."""
+    if data is None:
+        return
+    if len(_encoder.encode(data)) > max_bytes:
+        raise ProtocolError(ErrorCode.DATA_TOO_LARGE, f"data is over {max_bytes} bytes", ref)
+    if _depth(data) > MAX_DATA_DEPTH:
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"data is over {MAX_DATA_DEPTH} levels deep", ref)
+
+
+def _depth(value: object) -> int:
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
+
+
+_FULLY_QUALIFIED = emoji.STATUS["fully_qualified"]
+
+
+def normalize_emoji(text: str, ref: str | int | None = None) -> str:
+    """``text`` as one fully-qualified emoji (an unqualified ``❤`` is ``❤️``); else
+    ``ProtocolError(bad_emoji)``."""
+    for candidate in (text, text + "\ufe0f"):
+        entry = emoji.EMOJI_DATA.get(candidate)
+        if entry is not None and entry.get("status") == _FULLY_QUALIFIED:
+            return candidate
+    raise ProtocolError(ErrorCode.BAD_EMOJI, f"{text!r} is not one emoji", ref)
+
+
 def _valid_ref(ref: object) -> str | int | None:
     try:
         valid: str | int = msgspec.convert(ref, Ref)
@@ -254,6 +568,11 @@ def timestamp(moment: datetime | None = None) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def decode_message(raw: bytes) -> Message:
-    """A ``message`` frame as the broker carries it between processes."""
-    return msgspec.json.decode(raw, type=Message)
+RoomFrame = RoomEvent | TypingNotice | Receipt
+_room_frame_decoder: msgspec.json.Decoder[RoomFrame] = msgspec.json.Decoder(RoomFrame)
+
+
+def decode_room_frame(raw: bytes) -> RoomFrame:
+    """What a room's broker channel carries: its events, and typing notices and read
+    receipts (never stored)."""
+    return _room_frame_decoder.decode(raw)

@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from typing import Any
 
 from hubbub import protocol
 from hubbub.connection import Connection
 from hubbub.metrics import Metrics
 from hubbub.outgoing import OutFrame
-from hubbub.protocol import Message
+from hubbub.protocol import Moderation, RoomEvent
 from hubbub.stores import Store
+from hubbub.stores.base import RoomSettings
+from hubbub.stores.chat import Membership
 
 logger = logging.getLogger("hubbub.rooms")
 
@@ -68,14 +71,19 @@ class RoomFeed:
         self.store = store
         self.delivered = delivered  # the last seq handed to the members
         self.members: dict[Connection, Member] = {}
-        self._ahead: dict[int, tuple[Message, OutFrame | None]] = {}
+        self._ahead: dict[int, tuple[RoomEvent, OutFrame | None]] = {}
         self._filling = False
         self._spawn = spawn
+        # Who is not a plain member (roles, bans, mutes), kept by the stream's
+        # moderation events; how the room behaves.
+        self.standings: dict[str, Membership] = {}
+        self.settings = RoomSettings()
+        self.on_moderation: Callable[[str, Moderation], None] | None = None
 
     # -- incoming messages ------------------------------------------------------------
 
-    def on_message(self, message: Message, frame: OutFrame | None = None) -> None:
-        """A message of this room from anywhere; ``frame`` is its encoding, if known."""
+    def on_message(self, message: RoomEvent, frame: OutFrame | None = None) -> None:
+        """An event of this room from anywhere; ``frame`` is its encoding, if known."""
         seq = message.seq
         if seq <= self.delivered or seq in self._ahead:
             return  # delivered already, or already waiting
@@ -94,7 +102,7 @@ class RoomFeed:
             self._filling = True
             self._spawn(self._fill_gaps(to_the_end=True))
 
-    def _hand_out(self, message: Message, frame: OutFrame) -> None:
+    def _hand_out(self, message: RoomEvent, frame: OutFrame) -> None:
         seq = self.delivered = message.seq
         members = self.members
         for member in members.values():
@@ -102,6 +110,31 @@ class RoomFeed:
         if self.metrics is not None:  # once per message, never per member
             self.metrics.sent(len(members), len(members) * frame.size)
             self.metrics.delivered(message.ts)
+        if isinstance(message, Moderation):
+            self._apply(message)
+
+    def _apply(self, event: Moderation) -> None:
+        standing = self.standings.get(event.member, Membership())
+        match event.action:
+            case "ban" | "unban":
+                standing = replace(standing, banned=event.action == "ban")
+            case "mute" | "unmute":
+                standing = replace(standing, muted=event.action == "mute")
+            case "role":
+                standing = replace(standing, role=event.role or "member")
+        if standing == replace(Membership(), read=standing.read):
+            self.standings.pop(event.member, None)
+        else:
+            self.standings[event.member] = standing
+        if self.on_moderation is not None:
+            self.on_moderation(self.name, event)
+
+    def signal(self, frame: OutFrame, sender: str) -> None:
+        """An ephemeral frame (typing, a receipt) for every member but ``sender``'s
+        connections; never stored, never ordered."""
+        for member in self.members.values():
+            if member.user != sender:
+                member.connection.send(frame)
 
     def _skip_to(self, seq: int) -> None:
         # Only retention removes stored messages; what it removed cannot be delivered.

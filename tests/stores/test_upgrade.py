@@ -1,4 +1,4 @@
-"""A store made by the previous version (schema 1) is upgraded in place, nothing lost."""
+"""A store made by an earlier version (schema 1 or 2) is upgraded in place, nothing lost."""
 
 from __future__ import annotations
 
@@ -6,9 +6,15 @@ import sqlite3
 from pathlib import Path
 
 import asyncpg
+import pytest
 
+from hubbub.errors import ErrorCode, ProtocolError
+from hubbub.protocol import Delete, Message, Reaction, RoomEvent
 from hubbub.stores import store_from_url
+from hubbub.stores.chat import DeleteChange, EditChange, ReactChange
 from tests.services import temporary_database
+
+VERSION = 3  # the schema this code makes
 
 # The schema exactly as version 1 (commit 88a16ce) made it, and rows as it wrote them.
 SQLITE_V1 = """
@@ -41,12 +47,60 @@ POSTGRES_V1 = [
         ('other', 1, 'ann', 'elsewhere', '2026-11-25T09:30:02.000Z')""",
 ]
 
+# The schema exactly as version 2 (commit 100c0bd: migrations 1 and 2) made it, with its
+# deployment's identity and rows as it wrote them.
+EPOCH = "0123456789abcdef"
+SECRET = "ab" * 32
+SQLITE_V2 = f"""
+CREATE TABLE rooms (name TEXT PRIMARY KEY, last_seq INTEGER NOT NULL);
+CREATE TABLE messages (
+    room TEXT NOT NULL, seq INTEGER NOT NULL, sender TEXT NOT NULL,
+    text TEXT NOT NULL, ts TEXT NOT NULL, PRIMARY KEY (room, seq)
+) WITHOUT ROWID;
+CREATE INDEX messages_ts ON messages (ts);
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+INSERT INTO meta VALUES ('epoch', '{EPOCH}'), ('secret', '{SECRET}');
+INSERT INTO rooms VALUES ('lobby', 3), ('other', 1);
+INSERT INTO messages VALUES ('lobby', 1, 'ann', 'one', '2026-11-25T09:30:00.000Z');
+INSERT INTO messages VALUES ('lobby', 2, 'bob', 'two 🎉', '2026-11-25T09:30:01.000Z');
+INSERT INTO messages VALUES ('lobby', 3, 'ann', 'three', '2026-11-25T09:30:02.000Z');
+INSERT INTO messages VALUES ('other', 1, 'ann', 'elsewhere', '2026-11-25T09:30:03.000Z');
+PRAGMA user_version = 2;
+"""
+
+POSTGRES_V2 = [
+    "CREATE TABLE hubbub_schema (version integer NOT NULL)",
+    """CREATE TABLE hubbub_rooms (name text PRIMARY KEY, last_seq bigint NOT NULL);
+    CREATE TABLE hubbub_messages (
+        room text NOT NULL, seq bigint NOT NULL, sender text NOT NULL,
+        text text NOT NULL, ts text NOT NULL, PRIMARY KEY (room, seq)
+    );
+    CREATE INDEX hubbub_messages_ts ON hubbub_messages (ts);""",
+    "INSERT INTO hubbub_schema (version) VALUES (1)",
+    "CREATE TABLE hubbub_meta (key text PRIMARY KEY, value text NOT NULL);",
+    "INSERT INTO hubbub_schema (version) VALUES (2)",
+    f"INSERT INTO hubbub_meta VALUES ('epoch', '{EPOCH}'), ('secret', '{SECRET}')",
+    "INSERT INTO hubbub_rooms VALUES ('lobby', 3), ('other', 1)",
+    """INSERT INTO hubbub_messages VALUES
+        ('lobby', 1, 'ann', 'one', '2026-11-25T09:30:00.000Z'),
+        ('lobby', 2, 'bob', 'two 🎉', '2026-11-25T09:30:01.000Z'),
+        ('lobby', 3, 'ann', 'three', '2026-11-25T09:30:02.000Z'),
+        ('other', 1, 'ann', 'elsewhere', '2026-11-25T09:30:03.000Z')""",
+]
+TS = "2026-12-01T00:00:00.000Z"
+
+
+def messages(events: list[RoomEvent]) -> list[Message]:
+    """``events``, each of which must be a message."""
+    assert all(isinstance(e, Message) for e in events)
+    return [e for e in events if isinstance(e, Message)]
+
 
 async def check_upgraded(url: str) -> None:
     store = store_from_url(url)
     await store.start()
     try:
-        assert [(m.seq, m.sender, m.text) for m in await store.read("lobby")] == [
+        assert [(m.seq, m.sender, m.text) for m in messages(await store.read("lobby"))] == [
             (1, "ann", "one"),
             (2, "bob", "two"),
         ]
@@ -59,7 +113,59 @@ async def check_upgraded(url: str) -> None:
     await again.start()
     try:
         assert again.deployment.epoch == epoch  # made once, at the upgrade
-        assert [m.text for m in await again.read("lobby")] == ["one", "two", "three"]
+        assert [m.text for m in messages(await again.read("lobby"))] == ["one", "two", "three"]
+    finally:
+        await again.stop()
+
+
+async def check_upgraded_from_v2(url: str) -> None:
+    store = store_from_url(url)
+    await store.start()
+    try:
+        assert (store.deployment.epoch, store.deployment.secret) == (EPOCH, SECRET)
+        old = await store.read("lobby")
+        assert old == [
+            Message(room="lobby", seq=1, sender="ann", text="one", ts="2026-11-25T09:30:00.000Z"),
+            Message(
+                room="lobby", seq=2, sender="bob", text="two 🎉", ts="2026-11-25T09:30:01.000Z"
+            ),
+            Message(room="lobby", seq=3, sender="ann", text="three", ts="2026-11-25T09:30:02.000Z"),
+        ]
+        assert all(m.user is None for m in messages(old))
+        assert [m.text for m in messages(await store.read("other"))] == ["elsewhere"]
+        assert await store.rooms() == [("lobby", 3), ("other", 1)]
+
+        # the new features work on the old rows, and every event continues the seq
+        new = await store.append("lobby", "Cy", "four", TS, user="cy", reply_to=2)
+        assert (new.seq, new.user, new.reply_to) == (4, "cy", 2)
+        reaction = await store.change("lobby", ReactChange(1, "cy", "Cy", "👍"), TS)
+        assert isinstance(reaction, Reaction) and (reaction.seq, reaction.target) == (5, 1)
+        with pytest.raises(ProtocolError) as refused:  # no author: only a moderator may
+            await store.change("lobby", DeleteChange(2, "bob", "bob"), TS)
+        assert refused.value.code == ErrorCode.NOT_YOURS
+        with pytest.raises(ProtocolError) as refused:
+            await store.change("lobby", EditChange(3, "ann", "ann", "edited"), TS)
+        assert refused.value.code == ErrorCode.NOT_YOURS
+        delete = await store.change("lobby", DeleteChange(2, "mod", "Mod", moderator=True), TS)
+        assert isinstance(delete, Delete) and (delete.seq, delete.target) == (6, 2)
+        assert await store.last_seq("lobby") == 6
+        await store.join_member("lobby", "cy", "Cy")
+        assert await store.mark_read("lobby", "cy", 0) == (0, 2)  # 1 and 3: 2 is deleted
+    finally:
+        await store.stop()
+    again = store_from_url(url)
+    await again.start()
+    try:
+        assert again.deployment.epoch == EPOCH
+        current = await again.read("lobby", messages_only=True)
+        assert [(m.seq, m.text, m.deleted) for m in messages(current)] == [
+            (1, "one", False),
+            (2, "", True),
+            (3, "three", False),
+            (4, "four", False),
+        ]
+        assert isinstance(current[0], Message) and current[0].reactions == {"👍": ["cy"]}
+        assert [e.seq for e in await again.read("lobby")] == [1, 2, 3, 4, 5, 6]
     finally:
         await again.stop()
 
@@ -70,7 +176,7 @@ async def test_sqlite_store_of_version_1_is_upgraded_in_place(tmp_path: Path) ->
         db.executescript(SQLITE_V1)
     await check_upgraded(f"sqlite:///{path}")
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == VERSION
 
 
 async def test_postgres_store_of_version_1_is_upgraded_in_place() -> None:
@@ -84,6 +190,32 @@ async def test_postgres_store_of_version_1_is_upgraded_in_place() -> None:
         await check_upgraded(url)
         conn = await asyncpg.connect(url)
         try:
-            assert await conn.fetchval("SELECT max(version) FROM hubbub_schema") == 2
+            assert await conn.fetchval("SELECT max(version) FROM hubbub_schema") == VERSION
+        finally:
+            await conn.close()
+
+
+async def test_sqlite_store_of_version_2_is_upgraded_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "hubbub.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(SQLITE_V2)
+    await check_upgraded_from_v2(f"sqlite:///{path}")
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == VERSION
+
+
+async def test_postgres_store_of_version_2_is_upgraded_in_place() -> None:
+    async with temporary_database() as url:
+        conn = await asyncpg.connect(url)
+        try:
+            for statement in POSTGRES_V2:
+                await conn.execute(statement)
+        finally:
+            await conn.close()
+        await check_upgraded_from_v2(url)
+        conn = await asyncpg.connect(url)
+        try:
+            versions = await conn.fetch("SELECT version FROM hubbub_schema ORDER BY version")
+            assert [r["version"] for r in versions] == [1, 2, VERSION]
         finally:
             await conn.close()

@@ -13,7 +13,7 @@ what is wrong.
 from __future__ import annotations
 
 import hmac
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 from fastapi.security import HTTPBearer
@@ -22,9 +22,10 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from hubbub.errors import ProtocolError
+from hubbub.errors import ErrorCode, ProtocolError
 from hubbub.hub import Hub
-from hubbub.protocol import MAX_SEQ, ROOM_NAME, check_text
+from hubbub.protocol import MAX_DM_OTHERS, MAX_SEQ, ROOM_NAME, Person, check_data, check_text
+from hubbub.stores.chat import DeleteChange, ModerationChange
 
 PREFIX = "/api/v1"
 TOO_LARGE = "Content Too Large"  # the detail of FastAPI's own 413 (a body counted as it came)
@@ -45,6 +46,17 @@ class PostMessage(BaseModel):
     sender: str = Field(
         "server", alias="from", min_length=1, max_length=64, description="Shown as `from`."
     )
+    user: str | None = Field(
+        None,
+        min_length=1,
+        max_length=256,
+        description="The author's user id, for a message posted on a user's behalf (that "
+        "user may then edit and delete it).",
+    )
+    reply_to: int | None = Field(None, ge=1, le=MAX_SEQ, description="The seq it answers.")
+    data: dict[str, Any] | None = Field(
+        None, description="A JSON object for applications (`--max-data-bytes`)."
+    )
 
 
 class Posted(BaseModel):
@@ -56,13 +68,77 @@ class Posted(BaseModel):
 
 
 class MessageOut(BaseModel):
-    """One stored message."""
+    """One stored message, in its current state."""
 
     room: str
     seq: int
     sender: str = Field(serialization_alias="from")
     text: str
     ts: str
+    user: str | None = None
+    reply_to: int | None = None
+    data: dict[str, Any] | None = None
+    edited: str | None = None
+    deleted: bool = False
+    reactions: dict[str, list[str]] | None = None
+
+
+class ModerationIn(BaseModel):
+    """A moderation action, taken as the room's owner."""
+
+    user: str = Field(min_length=1, max_length=256, description="The member acted on.")
+    action: Literal["kick", "ban", "unban", "mute", "unmute"]
+    reason: str | None = Field(None, max_length=200)
+
+
+class RoleIn(BaseModel):
+    """A member's role in a room."""
+
+    role: Literal["owner", "moderator", "member"]
+
+
+class RoomPatch(BaseModel):
+    """How a room behaves."""
+
+    receipts: bool = Field(description="Pass read receipts on to the other members.")
+
+
+class PersonIn(BaseModel):
+    """A user of a direct message."""
+
+    user: str = Field(min_length=1, max_length=256)
+    name: str = Field(min_length=1, max_length=64)
+
+
+class DmIn(BaseModel):
+    """The users of a direct-message room."""
+
+    users: list[PersonIn] = Field(min_length=2, max_length=MAX_DM_OTHERS + 1)
+
+
+class DmOut(BaseModel):
+    """A direct-message room."""
+
+    room: str
+    users: list[str]
+
+
+class EventOut(BaseModel):
+    """The event an action made."""
+
+    room: str
+    seq: int
+
+
+class UserRoom(BaseModel):
+    """One room of a user's list."""
+
+    room: str
+    seq: int
+    read: int
+    unread: int
+    role: str
+    dm: list[PersonIn] | None = None
 
 
 class MessagesPage(BaseModel):
@@ -173,8 +249,82 @@ def api_router(hub: Hub) -> APIRouter:
             check_text(body.text, max_text)  # the rule of send on /v1/ws
         except ProtocolError as exc:
             raise HTTPException(422, exc.message) from None
-        message = await hub.send_to_room(room, body.sender, body.text)
+        try:
+            check_data(body.data, settings.max_data_bytes)
+            message = await hub.send_to_room(
+                room, body.sender, body.text, user=body.user, reply_to=body.reply_to, data=body.data
+            )
+        except ProtocolError as exc:
+            raise _http_error(exc) from None
         return Posted(room=room, seq=message.seq, ts=message.ts)
+
+    @router.delete("/rooms/{room}/messages/{seq}", response_model=EventOut)
+    async def delete_message(
+        room: RoomName, seq: Annotated[int, Path(ge=1, le=MAX_SEQ)]
+    ) -> EventOut:
+        """Delete a message, as a moderator: it becomes a tombstone everywhere."""
+        try:
+            event = await hub.change_message(room, DeleteChange(seq, "server", "server", True))
+        except ProtocolError as exc:
+            raise _http_error(exc) from None
+        assert event is not None
+        return EventOut(room=room, seq=event.seq)
+
+    @router.post("/rooms/{room}/moderation", response_model=EventOut, status_code=201)
+    async def moderate(room: RoomName, body: ModerationIn) -> EventOut:
+        """Kick, ban, unban, mute or unmute a member, as the room's owner; every process
+        applies it, and every member sees it as a `moderation` event."""
+        change = ModerationChange(body.action, body.user, "server", "server", "owner", body.reason)
+        try:
+            event = await hub.moderate(room, change)
+        except ProtocolError as exc:
+            raise _http_error(exc) from None
+        return EventOut(room=room, seq=event.seq)
+
+    @router.put("/rooms/{room}/roles/{user}", response_model=EventOut)
+    async def set_role(
+        room: RoomName, user: Annotated[str, Path(min_length=1, max_length=256)], body: RoleIn
+    ) -> EventOut:
+        """Give a user a role in a room (making it a member first if it is not one)."""
+        if await hub.store.membership(room, user) is None:
+            await hub.store.join_member(room, user, user)
+        change = ModerationChange("role", user, "server", "server", "owner", role=body.role)
+        try:
+            event = await hub.moderate(room, change)
+        except ProtocolError as exc:
+            raise _http_error(exc) from None
+        return EventOut(room=room, seq=event.seq)
+
+    @router.patch("/rooms/{room}", status_code=204)
+    async def patch_room(room: RoomName, body: RoomPatch) -> None:
+        """Change how a room behaves (read receipts)."""
+        await hub.store.set_receipts(room, body.receipts)
+
+    @router.post("/dms", response_model=DmOut, status_code=201)
+    async def open_dm(body: DmIn) -> DmOut:
+        """The direct-message room of these users (each a member of it from now on)."""
+        people = {p.user: Person(p.user, p.name) for p in body.users}
+        if len(people) < 2:
+            raise HTTPException(422, "a direct message is between at least two users")
+        room = await hub.store.open_dm(list(people.values()))
+        return DmOut(room=room, users=sorted(people))
+
+    @router.get("/users/{user}/rooms", response_model=list[UserRoom])
+    async def user_rooms(
+        user: Annotated[str, Path(min_length=1, max_length=256)],
+    ) -> list[UserRoom]:
+        """The rooms a user is a member of, with read state and unread counts."""
+        return [
+            UserRoom(
+                room=r.room,
+                seq=r.seq,
+                read=r.read,
+                unread=r.unread,
+                role=r.role,
+                dm=[PersonIn(user=p.user, name=p.name) for p in r.dm] if r.dm else None,
+            )
+            for r in await hub.store.user_rooms(user)
+        ]
 
     @router.get("/rooms/{room}/messages", response_model=MessagesPage, response_model_by_alias=True)
     async def read_messages(
@@ -188,7 +338,19 @@ def api_router(hub: Hub) -> APIRouter:
         return MessagesPage(
             room=room,
             messages=[
-                MessageOut(room=m.room, seq=m.seq, sender=m.sender, text=m.text, ts=m.ts)
+                MessageOut(
+                    room=m.room,
+                    seq=m.seq,
+                    sender=m.sender,
+                    text=m.text,
+                    ts=m.ts,
+                    user=m.user,
+                    reply_to=m.reply_to,
+                    data=m.data,
+                    edited=m.edited,
+                    deleted=m.deleted,
+                    reactions=m.reactions,
+                )
                 for m in messages
             ],
         )
@@ -210,3 +372,16 @@ def api_router(hub: Hub) -> APIRouter:
         return Disconnected(user=user, closed_here=await hub.disconnect_user(user))
 
     return router
+
+
+_STATUS = {
+    ErrorCode.NO_SUCH_MESSAGE: 404,
+    ErrorCode.NO_SUCH_MEMBER: 404,
+    ErrorCode.MESSAGE_DELETED: 409,
+    ErrorCode.FORBIDDEN: 403,
+}
+
+
+def _http_error(exc: ProtocolError) -> HTTPException:
+    """The HTTP answer to a refusal of the room protocol's rules."""
+    return HTTPException(_STATUS.get(ErrorCode(exc.code), 422), f"{exc.code}: {exc.message}")

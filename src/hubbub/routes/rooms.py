@@ -7,6 +7,7 @@ does to rooms is the hub's business.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -19,7 +20,6 @@ from hubbub.auth import Authenticator, AuthError, Identity, patterns, trusted_or
 from hubbub.connection import Connection
 from hubbub.errors import (
     ErrorCode,
-    NameTaken,
     OriginNotAllowed,
     ProtocolError,
     TooManyRefusals,
@@ -27,9 +27,19 @@ from hubbub.errors import (
 )
 from hubbub.hub import Hub, answer
 from hubbub.outgoing import OutFrame
+from hubbub.protocol import Person
+from hubbub.stores.chat import (
+    ROLES,
+    DeleteChange,
+    EditChange,
+    MessageChange,
+    ModerationChange,
+    ReactChange,
+)
 
 logger = logging.getLogger("hubbub.rooms")
 
+DM_PREFIX = "dm:"
 MAX_TIMER = 2.0**31  # seconds (68 years): the longest token-expiry timer set
 
 
@@ -66,7 +76,9 @@ class RoomSession:
         self.identity: Identity | None = None
         self._expiry: asyncio.TimerHandle | None = None
         self.rooms: set[str] = set()
+        self.typing: dict[str, float] = {}  # room -> when the last notice was passed on
         self.max_text = settings.max_text_chars
+        self.max_data = settings.max_data_bytes
         self.max_rooms = settings.max_rooms_per_connection
         self.rate = TokenBucket(settings.rate_per_second, settings.rate_burst)
         self.errors = TokenBucket(1.0, settings.max_errors)
@@ -94,7 +106,12 @@ class RoomSession:
             return False
         self.adopt(identity)
         self.hub.register_user(self.connection, identity.user)
+        self.hub.on_kicked(self.connection, self._kicked)
         return True
+
+    def _kicked(self, room: str) -> None:
+        self.rooms.discard(room)
+        self.typing.pop(room, None)
 
     async def _hello(self, texts: AsyncIterator[str]) -> tuple[str | None, str | None, str | None]:
         timeout = self.hub.settings.hello_timeout
@@ -161,23 +178,102 @@ class RoomSession:
         identity = self.identity
         assert identity is not None
         match frame:
-            case protocol.Send(room=room, text=text, ref=ref):
-                self.require_member(room, ref)
-                if not identity.can_write(room):
-                    raise ProtocolError(ErrorCode.FORBIDDEN, f"you may not post in {room!r}", ref)
+            case protocol.Send(room=room, text=text, ref=ref, reply_to=reply_to, data=data):
+                self.require_writer(room, ref)
                 protocol.check_text(text, self.max_text, ref)
-                try:
-                    message = await self.hub.send_to_room(room, identity.name, text)
-                except Exception as exc:
-                    logger.warning(
-                        "room %s: store append failed: %s", room, exc, extra=self.log_context(room)
+                protocol.check_data(data, self.max_data, ref)
+                async with self.storing(room, ref, "not sent"):
+                    message = await self.hub.send_to_room(
+                        room,
+                        identity.name,
+                        text,
+                        user=identity.user,
+                        reply_to=reply_to,
+                        data=data,
                     )
-                    raise ProtocolError(
-                        ErrorCode.UNAVAILABLE, "history store unavailable; not sent", ref
-                    ) from None
+                self.stop_typing(room)
                 self.reply(protocol.Ack(room=room, seq=message.seq, ref=ref))
+            case protocol.EditMessage(room=room, seq=seq, text=text, data=data, ref=ref):
+                self.require_writer(room, ref)
+                protocol.check_text(text, self.max_text, ref)
+                protocol.check_data(data, self.max_data, ref)
+                await self.change(
+                    room, EditChange(seq, identity.user, identity.name, text, data), ref
+                )
+            case protocol.DeleteMessage(room=room, seq=seq, ref=ref):
+                self.require_writer(room, ref)
+                moderator = self.role(room) != "member"
+                await self.change(
+                    room, DeleteChange(seq, identity.user, identity.name, moderator), ref
+                )
+            case protocol.React(room=room, seq=seq, emoji=emoji, remove=remove, ref=ref):
+                self.require_writer(room, ref)
+                emoji = protocol.normalize_emoji(emoji, ref)
+                await self.change(
+                    room, ReactChange(seq, identity.user, identity.name, emoji, remove), ref
+                )
+            case protocol.Read(room=room, seq=seq):
+                self.require_member(room, None)
+                async with self.storing(room, None, "not marked"):
+                    read, unread = await self.hub.store.mark_read(room, identity.user, seq)
+                self.hub.push_to_user(
+                    identity.user, protocol.ReadState(room=room, seq=read, unread=unread)
+                )
+                if (await self.hub.store.room_settings(room)).receipts:  # the API may change it
+                    self.hub.signal_room(
+                        room,
+                        protocol.Receipt(
+                            room=room, user=identity.user, name=identity.name, seq=read
+                        ),
+                    )
+            case protocol.ListRooms(ref=ref):
+                async with self.storing(None, ref, "try again"):
+                    rooms = await self.hub.store.user_rooms(identity.user)
+                self.reply(protocol.RoomList(rooms=rooms, ref=ref))
+            case protocol.Typing(room=room, stop=stop):
+                self.require_member(room, None)
+                if stop:
+                    self.stop_typing(room)
+                else:
+                    now = time.monotonic()
+                    if now - self.typing.get(room, -protocol.TYPING_EVERY) >= protocol.TYPING_EVERY:
+                        self.typing[room] = now
+                        self.hub.signal_room(
+                            room,
+                            protocol.TypingNotice(
+                                room=room,
+                                user=identity.user,
+                                name=identity.name,
+                                expires_in=protocol.TYPING_EXPIRES,
+                            ),
+                        )
+            case protocol.OpenDm(users=users, ref=ref):
+                others = sorted(set(users) - {identity.user})
+                if not others:
+                    raise ProtocolError(
+                        ErrorCode.FORBIDDEN, "a direct message needs someone else", ref
+                    )
+                people = [Person(identity.user, identity.name)]
+                people += [Person(user, self.known_name(user)) for user in others]
+                async with self.storing(None, ref, "not opened"):
+                    room = await self.hub.store.open_dm(people)
+                self.reply(
+                    protocol.DmOpened(room=room, users=sorted(p.user for p in people), ref=ref)
+                )
+            case protocol.Moderate(room=room, user=member, action=action, reason=reason, ref=ref):
+                self.require_member(room, ref)
+                change = ModerationChange(
+                    action, member, identity.user, identity.name, self.role(room), reason
+                )
+                await self.moderate(room, change, ref)
+            case protocol.SetRole(room=room, user=member, role=role, ref=ref):
+                self.require_member(room, ref)
+                change = ModerationChange(
+                    "role", member, identity.user, identity.name, self.role(room), role=role
+                )
+                await self.moderate(room, change, ref)
             case protocol.Join(room=room, since=since, epoch=epoch):
-                if not identity.can_read(room):
+                if not await self.may_read(room):
                     raise ProtocolError(ErrorCode.FORBIDDEN, f"you may not join {room!r}")
                 if room not in self.rooms and len(self.rooms) >= self.max_rooms:
                     raise ProtocolError(
@@ -200,13 +296,19 @@ class RoomSession:
                             protocol.Joined(
                                 room=room,
                                 seq=last,
-                                members=members,
+                                members=sorted(members.values()),
                                 epoch=self.hub.epoch,
                                 reset=reset,
+                                people=[
+                                    Person(user, name)
+                                    for user, name in sorted(
+                                        members.items(), key=lambda item: (item[1], item[0])
+                                    )
+                                ],
                             )
                         ),
                     )
-                except NameTaken:
+                except ProtocolError:  # name_taken, banned
                     self.rooms.discard(room)
                     raise
                 except Exception as exc:
@@ -216,10 +318,14 @@ class RoomSession:
                         "room %s: join failed: %s", room, exc, extra=self.log_context(room)
                     )
                     raise ProtocolError(ErrorCode.UNAVAILABLE, "room unavailable; retry") from None
-            case protocol.Leave(room=room):
+            case protocol.Leave(room=room, forget=forget):
                 self.require_member(room, None)
+                self.stop_typing(room)
                 self.rooms.discard(room)
                 await self.hub.leave_room(self.connection, room)
+                if forget:
+                    async with self.storing(room, None, "membership kept"):
+                        await self.hub.store.forget_member(room, identity.user)
                 self.reply(protocol.Left(room=room))
             case protocol.History(room=room, before=before, limit=limit):
                 self.require_member(room, None)
@@ -259,7 +365,88 @@ class RoomSession:
         if room not in self.rooms:
             raise ProtocolError(ErrorCode.NOT_JOINED, f"not in room {room!r}; join first", ref)
 
+    def require_writer(self, room: str, ref: str | int | None) -> None:
+        """A member that may write ``room`` and is not muted in it."""
+        self.require_member(room, ref)
+        identity = self.identity
+        assert identity is not None
+        dm = self.hub.room_settings(room).dm
+        allowed = identity.can_write(room) if dm is None else True  # joined: one of them
+        if not allowed:
+            raise ProtocolError(ErrorCode.FORBIDDEN, f"you may not post in {room!r}", ref)
+        standing = self.hub.standing(room, identity.user)
+        if standing is not None and standing.muted:
+            raise ProtocolError(ErrorCode.MUTED, f"you are muted in {room!r}", ref)
+
+    async def may_read(self, room: str) -> bool:
+        """Whether the identity may join ``room``: its patterns, or for a direct-message
+        room, being one of its users."""
+        identity = self.identity
+        assert identity is not None
+        if not room.startswith(DM_PREFIX):
+            return identity.can_read(room)
+        dm = (await self.hub.store.room_settings(room)).dm
+        return dm is not None and any(person.user == identity.user for person in dm)
+
+    def role(self, room: str) -> str:
+        """The identity's role in ``room``: stored, or given by its token."""
+        identity = self.identity
+        assert identity is not None
+        standing = self.hub.standing(room, identity.user)
+        stored = standing.role if standing is not None else "member"
+        if identity.moderates(room) and ROLES.index(stored) < ROLES.index("moderator"):
+            return "moderator"
+        return stored
+
+    def known_name(self, user: str) -> str:
+        """The name ``user`` goes by in one of this connection's rooms, else its id."""
+        for room in self.rooms:
+            name = self.hub.presence.members(room).get(user)
+            if name is not None:
+                return name
+        return user
+
+    def stop_typing(self, room: str) -> None:
+        """Tell the room this user stopped typing, if it was."""
+        identity = self.identity
+        if identity is not None and self.typing.pop(room, None) is not None:
+            self.hub.signal_room(
+                room,
+                protocol.TypingNotice(room=room, user=identity.user, name=identity.name, stop=True),
+            )
+
+    @contextlib.asynccontextmanager
+    async def storing(
+        self, room: str | None, ref: str | int | None, what: str
+    ) -> AsyncIterator[None]:
+        """A store call: its refusals go to the client with ``ref``; a failure of the
+        store is ``unavailable``."""
+        try:
+            yield
+        except ProtocolError as exc:
+            exc.ref = ref
+            raise
+        except Exception as exc:
+            logger.warning(
+                "room %s: store failed: %s", room, exc, extra=self.log_context(room or "-")
+            )
+            raise ProtocolError(
+                ErrorCode.UNAVAILABLE, f"history store unavailable; {what}", ref
+            ) from None
+
+    async def change(self, room: str, change: MessageChange, ref: str | int | None) -> None:
+        async with self.storing(room, ref, "not changed"):
+            event = await self.hub.change_message(room, change)
+        self.reply(protocol.Ack(room=room, seq=event.seq if event else None, ref=ref))
+
+    async def moderate(self, room: str, change: ModerationChange, ref: str | int | None) -> None:
+        async with self.storing(room, ref, "not done"):
+            event = await self.hub.moderate(room, change)
+        self.reply(protocol.Ack(room=room, seq=event.seq, ref=ref))
+
     async def close(self) -> None:
+        for room in list(self.typing):
+            self.stop_typing(room)
         if self._expiry is not None:
             self._expiry.cancel()
         for room in list(self.rooms):

@@ -5,8 +5,10 @@ from __future__ import annotations
 import secrets
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import Any
 
-from hubbub.protocol import Message
+from hubbub.protocol import Message, Moderation, Person, RoomEvent, RoomSummary
+from hubbub.stores.chat import Membership, MessageChange, ModerationChange
 
 
 def read_window(after: int | None, before: int | None) -> tuple[int, int, bool]:
@@ -30,6 +32,15 @@ class Deployment:
     def new(cls) -> Deployment:
         """A fresh identity, for a store that has none yet."""
         return cls(epoch=secrets.token_hex(8), secret=secrets.token_hex(32))
+
+
+@dataclass(frozen=True)
+class RoomSettings:
+    """How a room behaves: ``dm``, the users of a direct-message room (None for any
+    other room); ``receipts``: read receipts are passed to the other members."""
+
+    dm: tuple[Person, ...] | None = None
+    receipts: bool = False
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,14 @@ class Store(ABC):
       every time after: every process on the store sees the same one.
     - A store made by an earlier version is upgraded in place by ``start``, keeping
       every message.
+    - Every event of a room (a message, an edit, a delete, a reaction, a moderation
+      action) takes the room's next ``seq``, and ``read`` returns them all; a message
+      is kept in its current state (``docs/protocol.md``, "Chat"). ``change`` and
+      ``moderate`` decide with :mod:`hubbub.stores.chat` on rows read inside the write
+      transaction, so two processes never change one message at once; a delete also
+      erases the text of the message's edits.
+    - Membership (:class:`~hubbub.stores.chat.Membership`) is kept per room and user:
+      made by ``join_member``, changed by moderation and ``mark_read``.
     """
 
     def __init__(self, url: str, retention: Retention | None = None) -> None:
@@ -80,14 +99,42 @@ class Store(ABC):
         """Release every connection and thread; idempotent."""
 
     @abstractmethod
-    async def append(self, room: str, sender: str, text: str, ts: str) -> Message:
-        """Store one message; returns it with its ``seq``."""
+    async def append(
+        self,
+        room: str,
+        sender: str,
+        text: str,
+        ts: str,
+        *,
+        user: str | None = None,
+        reply_to: int | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> Message:
+        """Store one message; returns it with its ``seq``. A ``reply_to`` that names no
+        message of the room raises ``ProtocolError(no_such_message)`` and stores nothing."""
+
+    @abstractmethod
+    async def change(self, room: str, change: MessageChange, ts: str) -> RoomEvent | None:
+        """Edit, delete or react to a message (:func:`hubbub.stores.chat.change_message`
+        decides): the event stored, with its ``seq``; None if nothing changed."""
+
+    @abstractmethod
+    async def moderate(self, room: str, change: ModerationChange, ts: str) -> Moderation:
+        """Change a member's standing (:func:`hubbub.stores.chat.moderate` decides) and
+        store the event, in one transaction."""
 
     @abstractmethod
     async def read(
-        self, room: str, *, after: int | None = None, before: int | None = None, limit: int = 100
-    ) -> list[Message]:
-        """Messages of ``room`` with ``after < seq < before``, ascending.
+        self,
+        room: str,
+        *,
+        after: int | None = None,
+        before: int | None = None,
+        limit: int = 100,
+        messages_only: bool = False,
+    ) -> list[RoomEvent]:
+        """Events of ``room`` with ``after < seq < before``, ascending (with
+        ``messages_only``, only its messages, each in its current state).
 
         With ``after`` (or neither bound) the *first* ``limit`` of them; with only
         ``before``, the *last* ``limit`` of them (paging backwards).
@@ -100,3 +147,47 @@ class Store(ABC):
     @abstractmethod
     async def rooms(self) -> list[tuple[str, int]]:
         """Every room with messages, and its last ``seq``."""
+
+    @abstractmethod
+    async def join_member(self, room: str, user: str, name: str) -> Membership:
+        """Make ``user`` a member of ``room`` (or keep it one, under ``name``, and undo a
+        ``forget_member``); its standing."""
+
+    @abstractmethod
+    async def forget_member(self, room: str, user: str) -> None:
+        """End the membership: the room leaves the user's list (its standing — a ban, a
+        role — is kept)."""
+
+    @abstractmethod
+    async def membership(self, room: str, user: str) -> Membership | None:
+        """The user's standing in the room; None if it never was a member."""
+
+    @abstractmethod
+    async def standings(self, room: str) -> dict[str, Membership]:
+        """The members of ``room`` whose standing is not the default one (a role other
+        than member, a ban or a mute), by user id."""
+
+    @abstractmethod
+    async def mark_read(self, room: str, user: str, seq: int) -> tuple[int, int]:
+        """Keep the highest ``seq`` the user has read in the room (at most the room's
+        last); ``(that seq, the unread count after it)``, counted as in ``user_rooms``."""
+
+    @abstractmethod
+    async def user_rooms(self, user: str) -> list[RoomSummary]:
+        """The rooms the user is a member of (not forgotten, not banned), by name, each
+        with its last ``seq``, the user's read ``seq``, the number of messages after it
+        that are not the user's own and not deleted (at most ``protocol.UNREAD_CAP``),
+        the user's role, and for a direct-message room its people."""
+
+    @abstractmethod
+    async def open_dm(self, people: list[Person]) -> str:
+        """The direct-message room of ``people`` (:func:`hubbub.stores.chat.dm_room` of
+        their ids), made once with receipts on, every one of them a member."""
+
+    @abstractmethod
+    async def room_settings(self, room: str) -> RoomSettings:
+        """How the room behaves (defaults for a room never set up)."""
+
+    @abstractmethod
+    async def set_receipts(self, room: str, on: bool) -> None:
+        """Turn read receipts on or off for ``room``."""

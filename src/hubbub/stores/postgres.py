@@ -5,16 +5,34 @@ An append is one statement: it bumps the room's counter row and inserts the mess
 The counter row stays locked until that statement commits, so appenders of one room
 queue on it: ``seq`` has no holes (a SEQUENCE would leave some on rollback) and the
 messages of a room commit in ``seq`` order, so whoever sees ``seq`` N can read N-1.
+
+A change (an edit, a reaction, a moderation action) is one transaction: it locks the
+row it decides on (``SELECT ... FOR UPDATE``), writes the new state, and stores its event
+with the same statement as an append, last, so the counter row is held only briefly.
+Every transaction locks a message or member row before the counter row, never after
+it, so none waits on another in a cycle.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
+import msgspec
 
-from hubbub.protocol import Message, timestamp
-from hubbub.stores.base import Deployment, Retention, Store, read_window
+from hubbub.protocol import (
+    UNREAD_CAP,
+    Message,
+    Moderation,
+    Person,
+    RoomEvent,
+    RoomSummary,
+    timestamp,
+)
+from hubbub.stores import chat
+from hubbub.stores.base import Deployment, Retention, RoomSettings, Store, read_window
+from hubbub.stores.chat import Membership, MessageChange, ModerationChange, Row
 
 MIGRATIONS = [
     # 1: rooms with their counters, and messages keyed by (room, seq)
@@ -30,20 +48,73 @@ MIGRATIONS = [
     """
     CREATE TABLE hubbub_meta (key text PRIMARY KEY, value text NOT NULL);
     """,
+    # 3: chat: every kind of event in the stream (its author, the message it changes,
+    # the rest as a JSON object), direct-message rooms and receipts, and membership.
+    # extra is text, not jsonb: jsonb reorders keys (reactions keep their order) and
+    # refuses \u0000, which a message's data may hold.
+    """
+    ALTER TABLE hubbub_messages
+        ADD COLUMN kind text NOT NULL DEFAULT 'message',
+        ADD COLUMN user_id text,
+        ADD COLUMN target bigint,
+        ADD COLUMN extra text;
+    CREATE INDEX hubbub_messages_kind ON hubbub_messages (room, kind, seq);
+    CREATE INDEX hubbub_messages_target ON hubbub_messages (room, target)
+        WHERE target IS NOT NULL;
+    ALTER TABLE hubbub_rooms
+        ADD COLUMN dm text,
+        ADD COLUMN receipts boolean NOT NULL DEFAULT false;
+    CREATE TABLE hubbub_room_members (
+        room text NOT NULL, user_id text NOT NULL, name text NOT NULL,
+        role text NOT NULL DEFAULT 'member', banned boolean NOT NULL DEFAULT false,
+        muted boolean NOT NULL DEFAULT false, read_seq bigint NOT NULL DEFAULT 0,
+        forgotten boolean NOT NULL DEFAULT false, PRIMARY KEY (room, user_id)
+    );
+    CREATE INDEX hubbub_room_members_user ON hubbub_room_members (user_id);
+    """,
 ]
 MIGRATION_LOCK = 0x6875_6262  # pg_advisory_xact_lock key: one migrator at a time
 PRUNE_EVERY = 100
 
+COLUMNS = "seq, kind, sender, text, ts, user_id, target, extra"
 APPEND = """
 WITH counter AS (
     INSERT INTO hubbub_rooms (name, last_seq) VALUES ($1, 1)
     ON CONFLICT (name) DO UPDATE SET last_seq = hubbub_rooms.last_seq + 1
     RETURNING last_seq
 )
-INSERT INTO hubbub_messages (room, seq, sender, text, ts)
-SELECT $1, last_seq, $2, $3, $4 FROM counter
+INSERT INTO hubbub_messages (room, seq, kind, sender, text, ts, user_id, target, extra)
+SELECT $1, last_seq, $2::text, $3::text, $4::text, $5::text, $6::text, $7::bigint, $8::text
+FROM counter
 RETURNING seq
 """
+# The unread messages after read seq {read} of room {room} for user {user}, at most
+# UNREAD_CAP of them. A tombstone's extra starts with "deleted" (see _extra_json), so a
+# prefix finds it without parsing JSON (PostgreSQL's parser refuses \u0000).
+UNREAD = """
+SELECT count(*) FROM (
+    SELECT 1 FROM hubbub_messages x
+    WHERE x.room = {room} AND x.kind = 'message' AND x.seq > {read}
+    AND (x.user_id IS NULL OR x.user_id <> {user})
+    AND (x.extra IS NULL OR x.extra NOT LIKE '{{"deleted":true%')
+    LIMIT {cap}
+) unread
+"""
+UNREAD_OF_ROOM = UNREAD.format(room="$1", read="$2", user="$3", cap=UNREAD_CAP)
+USER_ROOMS = f"""
+SELECT m.room, coalesce(r.last_seq, 0) AS seq, m.read_seq, m.role, r.dm,
+    ({UNREAD.format(room="m.room", read="m.read_seq", user="m.user_id", cap=UNREAD_CAP)})
+    AS unread
+FROM hubbub_room_members m LEFT JOIN hubbub_rooms r ON r.name = m.room
+WHERE m.user_id = $1 AND NOT m.forgotten AND NOT m.banned
+ORDER BY m.room
+"""
+JOIN = """
+INSERT INTO hubbub_room_members (room, user_id, name) VALUES ($1, $2, $3)
+ON CONFLICT (room, user_id) DO UPDATE SET name = excluded.name, forgotten = false
+RETURNING role, banned, muted, read_seq
+"""
+ERASED = '{"deleted":true}'  # the extra of an edit whose message is deleted
 
 
 class PostgresStore(Store):
@@ -85,15 +156,87 @@ class PostgresStore(Store):
         if pool is not None:
             await pool.close()
 
-    async def append(self, room: str, sender: str, text: str, ts: str) -> Message:
-        seq = int(await self.pool.fetchval(APPEND, room, sender, text, ts))
-        if seq % PRUNE_EVERY == 0 and (
-            self.retention.max_messages or self.retention.max_age_seconds
-        ):
-            await self._prune(room, seq)
-        return Message(room=room, seq=seq, sender=sender, text=text, ts=ts)
+    async def append(
+        self,
+        room: str,
+        sender: str,
+        text: str,
+        ts: str,
+        *,
+        user: str | None = None,
+        reply_to: int | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> Message:
+        row = chat.message_row(sender, text, ts, user=user, reply_to=reply_to, data=data)
+        if reply_to is None:
+            await _insert(self.pool, room, row)
+        else:
+            async with self.pool.acquire() as conn, conn.transaction():
+                chat.check_reply(await _select(conn, room, reply_to))
+                await _insert(conn, room, row)
+        await self._prune_at(room, row.seq)
+        message = chat.event_of(room, row)
+        assert isinstance(message, Message)
+        return message
 
-    async def _prune(self, room: str, seq: int) -> None:
+    async def change(self, room: str, change: MessageChange, ts: str) -> RoomEvent | None:
+        async with self.pool.acquire() as conn, conn.transaction():
+            target = await _select(conn, room, change.seq, " FOR UPDATE")
+            decided = chat.change_message(target, change)
+            if decided is None:
+                return None
+            state, event = decided
+            chat.settle_ts(state, event, ts)
+            await conn.execute(
+                "UPDATE hubbub_messages SET text = $3, extra = $4 WHERE room = $1 AND seq = $2",
+                room,
+                state.seq,
+                state.text,
+                chat.extra_json(state.extra),
+            )
+            if isinstance(change, chat.DeleteChange):
+                await conn.execute(
+                    "UPDATE hubbub_messages SET text = '', extra = $3 "
+                    "WHERE room = $1 AND target = $2 AND kind = 'edit'",
+                    room,
+                    state.seq,
+                    ERASED,
+                )
+            await _insert(conn, room, event)
+        await self._prune_at(room, event.seq)
+        return chat.event_of(room, event)
+
+    async def moderate(self, room: str, change: ModerationChange, ts: str) -> Moderation:
+        async with self.pool.acquire() as conn, conn.transaction():
+            record = await conn.fetchrow(
+                "SELECT role, banned, muted, read_seq FROM hubbub_room_members "
+                "WHERE room = $1 AND user_id = $2 FOR UPDATE",
+                room,
+                change.member,
+            )
+            member = None if record is None else _membership(record)
+            standing, event = chat.moderate(member, change)
+            await conn.execute(
+                "UPDATE hubbub_room_members SET role = $3, banned = $4, muted = $5 "
+                "WHERE room = $1 AND user_id = $2",
+                room,
+                change.member,
+                standing.role,
+                standing.banned,
+                standing.muted,
+            )
+            event.ts = ts
+            await _insert(conn, room, event)
+        await self._prune_at(room, event.seq)
+        moderation = chat.event_of(room, event)
+        assert isinstance(moderation, Moderation)
+        return moderation
+
+    async def _prune_at(self, room: str, seq: int) -> None:
+        # after the commit, outside the transaction that holds the counter row: a prune
+        # locks message rows, which a change locks *before* the counter row
+        if seq % PRUNE_EVERY or not (self.retention.max_messages or self.retention.max_age_seconds):
+            return
         if self.retention.max_messages:
             await self.pool.execute(
                 "DELETE FROM hubbub_messages WHERE room = $1 AND seq <= $2",
@@ -107,29 +250,175 @@ class PostgresStore(Store):
             )
 
     async def read(
-        self, room: str, *, after: int | None = None, before: int | None = None, limit: int = 100
-    ) -> list[Message]:
+        self,
+        room: str,
+        *,
+        after: int | None = None,
+        before: int | None = None,
+        limit: int = 100,
+        messages_only: bool = False,
+    ) -> list[RoomEvent]:
         low, high, backwards = read_window(after, before)
         order = "DESC" if backwards else "ASC"
-        rows = await self.pool.fetch(
-            "SELECT seq, sender, text, ts FROM hubbub_messages WHERE room = $1 AND seq > $2 "
-            f"AND seq < $3 ORDER BY seq {order} LIMIT $4",
+        only = "AND kind = 'message' " if messages_only else ""
+        records = await self.pool.fetch(
+            f"SELECT {COLUMNS} FROM hubbub_messages WHERE room = $1 AND seq > $2 "
+            f"AND seq < $3 {only}ORDER BY seq {order} LIMIT $4",
             room,
             low,
             high,
             limit,
         )
         if backwards:
-            rows.reverse()
-        return [
-            Message(room=room, seq=r["seq"], sender=r["sender"], text=r["text"], ts=r["ts"])
-            for r in rows
-        ]
+            records.reverse()
+        return [chat.event_of(room, _row(record)) for record in records]
 
     async def last_seq(self, room: str) -> int:
         value = await self.pool.fetchval("SELECT last_seq FROM hubbub_rooms WHERE name = $1", room)
         return int(value or 0)
 
     async def rooms(self) -> list[tuple[str, int]]:
-        rows = await self.pool.fetch("SELECT name, last_seq FROM hubbub_rooms ORDER BY name")
+        # a direct-message room is made (seq 0) before its first message
+        rows = await self.pool.fetch(
+            "SELECT name, last_seq FROM hubbub_rooms WHERE last_seq > 0 ORDER BY name"
+        )
         return [(str(r["name"]), int(r["last_seq"])) for r in rows]
+
+    async def join_member(self, room: str, user: str, name: str) -> Membership:
+        return _membership(await self.pool.fetchrow(JOIN, room, user, name))
+
+    async def forget_member(self, room: str, user: str) -> None:
+        await self.pool.execute(
+            "UPDATE hubbub_room_members SET forgotten = true WHERE room = $1 AND user_id = $2",
+            room,
+            user,
+        )
+
+    async def membership(self, room: str, user: str) -> Membership | None:
+        record = await self.pool.fetchrow(
+            "SELECT role, banned, muted, read_seq FROM hubbub_room_members "
+            "WHERE room = $1 AND user_id = $2",
+            room,
+            user,
+        )
+        return None if record is None else _membership(record)
+
+    async def standings(self, room: str) -> dict[str, Membership]:
+        records = await self.pool.fetch(
+            "SELECT user_id, role, banned, muted, read_seq FROM hubbub_room_members "
+            "WHERE room = $1 AND (role <> 'member' OR banned OR muted)",
+            room,
+        )
+        return {str(record["user_id"]): _membership(record) for record in records}
+
+    async def mark_read(self, room: str, user: str, seq: int) -> tuple[int, int]:
+        async with self.pool.acquire() as conn, conn.transaction():
+            last = await conn.fetchval("SELECT last_seq FROM hubbub_rooms WHERE name = $1", room)
+            read = int(
+                await conn.fetchval(
+                    "INSERT INTO hubbub_room_members (room, user_id, name, read_seq) "
+                    "VALUES ($1, $2, $2, $3) ON CONFLICT (room, user_id) DO UPDATE "
+                    "SET read_seq = greatest(hubbub_room_members.read_seq, excluded.read_seq) "
+                    "RETURNING read_seq",
+                    room,
+                    user,
+                    max(0, min(seq, int(last or 0))),
+                )
+            )
+            unread = await conn.fetchval(UNREAD_OF_ROOM, room, read, user)
+        return read, int(unread)
+
+    async def user_rooms(self, user: str) -> list[RoomSummary]:
+        records = await self.pool.fetch(USER_ROOMS, user)
+        return [
+            RoomSummary(
+                room=record["room"],
+                seq=int(record["seq"]),
+                read=int(record["read_seq"]),
+                unread=int(record["unread"]),
+                role=record["role"],
+                dm=None if record["dm"] is None else list(chat.people(record["dm"])),
+            )
+            for record in records
+        ]
+
+    async def open_dm(self, people: list[Person]) -> str:
+        by_user = {person.user: person for person in people}
+        ordered = [by_user[user] for user in sorted(by_user)]
+        room = chat.dm_room(list(by_user))
+        async with self.pool.acquire() as conn, conn.transaction():
+            for person in ordered:  # member rows first (see the module doc), in one order
+                await conn.fetchrow(JOIN, room, person.user, person.name)
+            await conn.execute(
+                "INSERT INTO hubbub_rooms (name, last_seq, dm, receipts) VALUES ($1, 0, $2, true) "
+                "ON CONFLICT (name) DO UPDATE SET dm = excluded.dm, receipts = true "
+                "WHERE hubbub_rooms.dm IS NULL",
+                room,
+                chat.people_json(ordered),
+            )
+        return room
+
+    async def room_settings(self, room: str) -> RoomSettings:
+        record = await self.pool.fetchrow(
+            "SELECT dm, receipts FROM hubbub_rooms WHERE name = $1", room
+        )
+        if record is None:
+            return RoomSettings()
+        dm = record["dm"]
+        return RoomSettings(dm=None if dm is None else chat.people(dm), receipts=record["receipts"])
+
+    async def set_receipts(self, room: str, on: bool) -> None:
+        await self.pool.execute(
+            "INSERT INTO hubbub_rooms (name, last_seq, receipts) VALUES ($1, 0, $2) "
+            "ON CONFLICT (name) DO UPDATE SET receipts = excluded.receipts",
+            room,
+            on,
+        )
+
+
+def _row(record: Any) -> Row:
+    extra = record["extra"]
+    return Row(
+        seq=int(record["seq"]),
+        kind=record["kind"],
+        sender=record["sender"],
+        text=record["text"],
+        ts=record["ts"],
+        user=record["user_id"],
+        target=record["target"],
+        extra=msgspec.json.decode(extra, type=dict[str, Any]) if extra else {},
+    )
+
+
+def _membership(record: Any) -> Membership:
+    return Membership(
+        role=record["role"],
+        banned=record["banned"],
+        muted=record["muted"],
+        read=int(record["read_seq"]),
+    )
+
+
+async def _select(conn: Any, room: str, seq: int, lock: str = "") -> Row | None:
+    record = await conn.fetchrow(
+        f"SELECT {COLUMNS} FROM hubbub_messages WHERE room = $1 AND seq = $2{lock}", room, seq
+    )
+    return None if record is None else _row(record)
+
+
+async def _insert(conn: Any, room: str, row: Row) -> None:
+    """Store ``row`` as the room's next event (on a pool or in a transaction), setting
+    its ``seq``."""
+    row.seq = int(
+        await conn.fetchval(
+            APPEND,
+            room,
+            row.kind,
+            row.sender,
+            row.text,
+            row.ts,
+            row.user,
+            row.target,
+            chat.extra_json(row.extra),
+        )
+    )

@@ -5,7 +5,9 @@ one thread of this store's own, so an append is one hand-off from the event loop
 (the standard library's ``sqlite3`` is blocking). Several processes on one machine can
 share the file: ``BEGIN IMMEDIATE`` takes SQLite's single write lock, which makes the
 per-room counter and the insert one atomic step; ``busy_timeout`` lets writers queue
-for it. SQLite cannot be shared between machines: use PostgreSQL for that.
+for it. Every change (an edit, a reaction, a moderation action, a read mark) reads the
+rows it decides on inside that same lock, so no two processes decide on one row at
+once. SQLite cannot be shared between machines: use PostgreSQL for that.
 """
 
 from __future__ import annotations
@@ -16,11 +18,23 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from hubbub.protocol import Message, timestamp
-from hubbub.stores.base import Deployment, Retention, Store, read_window
+import msgspec
+
+from hubbub.protocol import (
+    UNREAD_CAP,
+    Message,
+    Moderation,
+    Person,
+    RoomEvent,
+    RoomSummary,
+    timestamp,
+)
+from hubbub.stores import chat
+from hubbub.stores.base import Deployment, Retention, RoomSettings, Store, read_window
+from hubbub.stores.chat import Membership, MessageChange, ModerationChange, Row
 
 T = TypeVar("T")
 
@@ -38,8 +52,55 @@ MIGRATIONS = [
     """
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
     """,
+    # 3: chat: every kind of event in the stream (its author, the message it changes,
+    # the rest as a JSON object), direct-message rooms and receipts, and membership
+    """
+    ALTER TABLE messages ADD COLUMN kind TEXT NOT NULL DEFAULT 'message';
+    ALTER TABLE messages ADD COLUMN user_id TEXT;
+    ALTER TABLE messages ADD COLUMN target INTEGER;
+    ALTER TABLE messages ADD COLUMN extra TEXT;
+    CREATE INDEX messages_kind ON messages (room, kind, seq);
+    CREATE INDEX messages_target ON messages (room, target) WHERE target IS NOT NULL;
+    ALTER TABLE rooms ADD COLUMN dm TEXT;
+    ALTER TABLE rooms ADD COLUMN receipts INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE room_members (
+        room TEXT NOT NULL, user_id TEXT NOT NULL, name TEXT NOT NULL,
+        role TEXT NOT NULL DEFAULT 'member', banned INTEGER NOT NULL DEFAULT 0,
+        muted INTEGER NOT NULL DEFAULT 0, read_seq INTEGER NOT NULL DEFAULT 0,
+        forgotten INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (room, user_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX room_members_user ON room_members (user_id);
+    """,
 ]
-PRUNE_EVERY = 100  # appends per room between retention passes
+PRUNE_EVERY = 100  # seqs per room between retention passes
+
+COLUMNS = "seq, kind, sender, text, ts, user_id, target, extra"
+# The unread messages after read seq {read} of room {room} for user {user}, at most
+# UNREAD_CAP of them. A tombstone's extra starts with "deleted" (see _extra_json), so a
+# prefix finds it without parsing JSON.
+UNREAD = """
+SELECT count(*) FROM (
+    SELECT 1 FROM messages x
+    WHERE x.room = {room} AND x.kind = 'message' AND x.seq > {read}
+    AND (x.user_id IS NULL OR x.user_id != {user})
+    AND (x.extra IS NULL OR x.extra NOT LIKE '{{"deleted":true%')
+    LIMIT {cap}
+)
+"""
+UNREAD_OF_ROOM = UNREAD.format(room="?", read="?", user="?", cap=UNREAD_CAP)
+USER_ROOMS = f"""
+SELECT m.room, coalesce(r.last_seq, 0), m.read_seq, m.role, r.dm,
+    ({UNREAD.format(room="m.room", read="m.read_seq", user="m.user_id", cap=UNREAD_CAP)})
+FROM room_members m LEFT JOIN rooms r ON r.name = m.room
+WHERE m.user_id = ? AND NOT m.forgotten AND NOT m.banned
+ORDER BY m.room
+"""
+JOIN = (
+    "INSERT INTO room_members (room, user_id, name) VALUES (?, ?, ?) "
+    "ON CONFLICT (room, user_id) DO UPDATE SET name = excluded.name, forgotten = 0 "
+    "RETURNING role, banned, muted, read_seq"
+)
+ERASED = '{"deleted":true}'  # the extra of an edit whose message is deleted
 
 
 def path_of(url: str) -> Path:
@@ -64,6 +125,21 @@ class SqliteStore(Store):
         assert self._thread is not None and self._db is not None, "store not started"
         db = self._db
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, db)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in one write transaction: it holds SQLite's write lock throughout."""
+
+        def write(db: sqlite3.Connection) -> T:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(db)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            return result
+
+        return await self._run(write)
 
     async def start(self) -> None:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hubbub-sqlite")
@@ -106,62 +182,277 @@ class SqliteStore(Store):
         if thread is not None:
             thread.shutdown(wait=True)
 
-    async def append(self, room: str, sender: str, text: str, ts: str) -> Message:
+    async def append(
+        self,
+        room: str,
+        sender: str,
+        text: str,
+        ts: str,
+        *,
+        user: str | None = None,
+        reply_to: int | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> Message:
+        row = chat.message_row(sender, text, ts, user=user, reply_to=reply_to, data=data)
         retention = self.retention
 
-        def append(db: sqlite3.Connection) -> int:
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                (seq,) = db.execute(
-                    "INSERT INTO rooms (name, last_seq) VALUES (?, 1) ON CONFLICT (name) "
-                    "DO UPDATE SET last_seq = last_seq + 1 RETURNING last_seq",
-                    (room,),
-                ).fetchone()
-                db.execute(
-                    "INSERT INTO messages (room, seq, sender, text, ts) VALUES (?, ?, ?, ?, ?)",
-                    (room, seq, sender, text, ts),
-                )
-                if seq % PRUNE_EVERY == 0:
-                    _prune(db, room, seq, retention)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            return int(seq)
+        def append(db: sqlite3.Connection) -> None:
+            if reply_to is not None:
+                chat.check_reply(_select(db, room, reply_to))
+            _insert(db, room, row, retention)
 
-        seq = await self._run(append)
-        return Message(room=room, seq=seq, sender=sender, text=text, ts=ts)
+        await self._write(append)
+        message = chat.event_of(room, row)
+        assert isinstance(message, Message)
+        return message
+
+    async def change(self, room: str, change: MessageChange, ts: str) -> RoomEvent | None:
+        retention = self.retention
+
+        def apply(db: sqlite3.Connection) -> Row | None:
+            decided = chat.change_message(_select(db, room, change.seq), change)
+            if decided is None:
+                return None
+            state, event = decided
+            chat.settle_ts(state, event, ts)
+            db.execute(
+                "UPDATE messages SET text = ?, extra = ? WHERE room = ? AND seq = ?",
+                (state.text, chat.extra_json(state.extra), room, state.seq),
+            )
+            if isinstance(change, chat.DeleteChange):
+                # without ANALYZE's statistics SQLite would scan the whole room
+                db.execute(
+                    "UPDATE messages INDEXED BY messages_target SET text = '', extra = ? "
+                    "WHERE room = ? AND target = ? AND kind = 'edit'",
+                    (ERASED, room, state.seq),
+                )
+            _insert(db, room, event, retention)
+            return event
+
+        event = await self._write(apply)
+        return None if event is None else chat.event_of(room, event)
+
+    async def moderate(self, room: str, change: ModerationChange, ts: str) -> Moderation:
+        retention = self.retention
+
+        def apply(db: sqlite3.Connection) -> Row:
+            standing, event = chat.moderate(_member(db, room, change.member), change)
+            db.execute(
+                "UPDATE room_members SET role = ?, banned = ?, muted = ? "
+                "WHERE room = ? AND user_id = ?",
+                (standing.role, standing.banned, standing.muted, room, change.member),
+            )
+            event.ts = ts
+            _insert(db, room, event, retention)
+            return event
+
+        moderation = chat.event_of(room, await self._write(apply))
+        assert isinstance(moderation, Moderation)
+        return moderation
 
     async def read(
-        self, room: str, *, after: int | None = None, before: int | None = None, limit: int = 100
-    ) -> list[Message]:
+        self,
+        room: str,
+        *,
+        after: int | None = None,
+        before: int | None = None,
+        limit: int = 100,
+        messages_only: bool = False,
+    ) -> list[RoomEvent]:
         low, high, backwards = read_window(after, before)
 
-        def read(db: sqlite3.Connection) -> list[tuple[int, str, str, str]]:
+        def read(db: sqlite3.Connection) -> list[RoomEvent]:
             order = "DESC" if backwards else "ASC"
+            only = "AND kind = 'message' " if messages_only else ""
             rows = db.execute(
-                "SELECT seq, sender, text, ts FROM messages WHERE room = ? AND seq > ? "
-                f"AND seq < ? ORDER BY seq {order} LIMIT ?",
+                f"SELECT {COLUMNS} FROM messages WHERE room = ? AND seq > ? AND seq < ? "
+                f"{only}ORDER BY seq {order} LIMIT ?",
                 (room, low, high, limit),
             ).fetchall()
-            return rows[::-1] if backwards else rows
+            if backwards:
+                rows.reverse()
+            return [chat.event_of(room, _row(row)) for row in rows]
 
-        rows = await self._run(read)
-        return [Message(room=room, seq=s, sender=f, text=t, ts=ts) for s, f, t, ts in rows]
+        return await self._run(read)
 
     async def last_seq(self, room: str) -> int:
-        def last(db: sqlite3.Connection) -> int:
-            row = db.execute("SELECT last_seq FROM rooms WHERE name = ?", (room,)).fetchone()
-            return int(row[0]) if row else 0
-
-        return await self._run(last)
+        return await self._run(lambda db: _last_seq(db, room))
 
     async def rooms(self) -> list[tuple[str, int]]:
         def rooms(db: sqlite3.Connection) -> list[tuple[str, int]]:
-            rows = db.execute("SELECT name, last_seq FROM rooms ORDER BY name").fetchall()
+            # a direct-message room is made (seq 0) before its first message
+            rows = db.execute(
+                "SELECT name, last_seq FROM rooms WHERE last_seq > 0 ORDER BY name"
+            ).fetchall()
             return [(str(name), int(seq)) for name, seq in rows]
 
         return await self._run(rooms)
+
+    async def join_member(self, room: str, user: str, name: str) -> Membership:
+        return await self._write(
+            lambda db: _membership(db.execute(JOIN, (room, user, name)).fetchone())
+        )
+
+    async def forget_member(self, room: str, user: str) -> None:
+        def forget(db: sqlite3.Connection) -> None:
+            db.execute(
+                "UPDATE room_members SET forgotten = 1 WHERE room = ? AND user_id = ?",
+                (room, user),
+            )
+
+        await self._write(forget)
+
+    async def membership(self, room: str, user: str) -> Membership | None:
+        return await self._run(lambda db: _member(db, room, user))
+
+    async def standings(self, room: str) -> dict[str, Membership]:
+        def standings(db: sqlite3.Connection) -> dict[str, Membership]:
+            rows = db.execute(
+                "SELECT user_id, role, banned, muted, read_seq FROM room_members "
+                "WHERE room = ? AND (role != 'member' OR banned OR muted)",
+                (room,),
+            ).fetchall()
+            return {str(row[0]): _membership(row[1:]) for row in rows}
+
+        return await self._run(standings)
+
+    async def mark_read(self, room: str, user: str, seq: int) -> tuple[int, int]:
+        def mark(db: sqlite3.Connection) -> tuple[int, int]:
+            highest = max(0, min(seq, _last_seq(db, room)))
+            (read,) = db.execute(
+                "INSERT INTO room_members (room, user_id, name, read_seq) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (room, user_id) DO UPDATE "
+                "SET read_seq = max(read_seq, excluded.read_seq) RETURNING read_seq",
+                (room, user, user, highest),
+            ).fetchone()
+            return int(read), _unread(db, room, int(read), user)
+
+        return await self._write(mark)
+
+    async def user_rooms(self, user: str) -> list[RoomSummary]:
+        def user_rooms(db: sqlite3.Connection) -> list[RoomSummary]:
+            return [
+                RoomSummary(
+                    room=room,
+                    seq=int(seq),
+                    read=int(read),
+                    unread=int(unread),
+                    role=role,
+                    dm=None if dm is None else list(chat.people(dm)),
+                )
+                for room, seq, read, role, dm, unread in db.execute(USER_ROOMS, (user,))
+            ]
+
+        return await self._run(user_rooms)
+
+    async def open_dm(self, people: list[Person]) -> str:
+        by_user = {person.user: person for person in people}
+        ordered = [by_user[user] for user in sorted(by_user)]
+        room = chat.dm_room(list(by_user))
+        dm = chat.people_json(ordered)
+
+        def open_dm(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO rooms (name, last_seq, dm, receipts) VALUES (?, 0, ?, 1) "
+                "ON CONFLICT (name) DO UPDATE SET dm = excluded.dm, receipts = 1 "
+                "WHERE rooms.dm IS NULL",
+                (room, dm),
+            )
+            for person in ordered:
+                db.execute(JOIN, (room, person.user, person.name)).fetchall()
+
+        await self._write(open_dm)
+        return room
+
+    async def room_settings(self, room: str) -> RoomSettings:
+        def settings(db: sqlite3.Connection) -> RoomSettings:
+            row = db.execute("SELECT dm, receipts FROM rooms WHERE name = ?", (room,)).fetchone()
+            if row is None:
+                return RoomSettings()
+            dm, receipts = row
+            return RoomSettings(dm=None if dm is None else chat.people(dm), receipts=bool(receipts))
+
+        return await self._run(settings)
+
+    async def set_receipts(self, room: str, on: bool) -> None:
+        def set_receipts(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO rooms (name, last_seq, receipts) VALUES (?, 0, ?) "
+                "ON CONFLICT (name) DO UPDATE SET receipts = excluded.receipts",
+                (room, on),
+            )
+
+        await self._write(set_receipts)
+
+
+def _row(values: tuple[Any, ...]) -> Row:
+    seq, kind, sender, text, ts, user, target, extra = values
+    return Row(
+        seq=int(seq),
+        kind=kind,
+        sender=sender,
+        text=text,
+        ts=ts,
+        user=user,
+        target=target,
+        extra=msgspec.json.decode(extra, type=dict[str, Any]) if extra else {},
+    )
+
+
+def _select(db: sqlite3.Connection, room: str, seq: int) -> Row | None:
+    values = db.execute(
+        f"SELECT {COLUMNS} FROM messages WHERE room = ? AND seq = ?", (room, seq)
+    ).fetchone()
+    return None if values is None else _row(values)
+
+
+def _insert(db: sqlite3.Connection, room: str, row: Row, retention: Retention) -> None:
+    """Store ``row`` as the room's next event, setting its ``seq``."""
+    (seq,) = db.execute(
+        "INSERT INTO rooms (name, last_seq) VALUES (?, 1) ON CONFLICT (name) "
+        "DO UPDATE SET last_seq = last_seq + 1 RETURNING last_seq",
+        (room,),
+    ).fetchone()
+    row.seq = int(seq)
+    db.execute(
+        f"INSERT INTO messages (room, {COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            room,
+            row.seq,
+            row.kind,
+            row.sender,
+            row.text,
+            row.ts,
+            row.user,
+            row.target,
+            chat.extra_json(row.extra),
+        ),
+    )
+    if row.seq % PRUNE_EVERY == 0:
+        _prune(db, room, row.seq, retention)
+
+
+def _last_seq(db: sqlite3.Connection, room: str) -> int:
+    row = db.execute("SELECT last_seq FROM rooms WHERE name = ?", (room,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _membership(values: tuple[Any, ...]) -> Membership:
+    role, banned, muted, read = values
+    return Membership(role=role, banned=bool(banned), muted=bool(muted), read=int(read))
+
+
+def _member(db: sqlite3.Connection, room: str, user: str) -> Membership | None:
+    values = db.execute(
+        "SELECT role, banned, muted, read_seq FROM room_members WHERE room = ? AND user_id = ?",
+        (room, user),
+    ).fetchone()
+    return None if values is None else _membership(values)
+
+
+def _unread(db: sqlite3.Connection, room: str, read: int, user: str) -> int:
+    (count,) = db.execute(UNREAD_OF_ROOM, (room, read, user)).fetchone()
+    return int(count)
 
 
 def _prune(db: sqlite3.Connection, room: str, seq: int, retention: Retention) -> None:

@@ -3,10 +3,33 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from hubbub.metrics import Metrics
-from hubbub.protocol import Message
-from hubbub.stores.base import Store
+from hubbub.protocol import Message, Moderation, Person, RoomEvent, RoomSummary
+from hubbub.stores.base import RoomSettings, Store
+from hubbub.stores.chat import Membership, MessageChange, ModerationChange
+
+T = TypeVar("T")
+
+OPS = (
+    "append",
+    "change",
+    "moderate",
+    "read",
+    "last_seq",
+    "rooms",
+    "join_member",
+    "forget_member",
+    "membership",
+    "standings",
+    "mark_read",
+    "user_rooms",
+    "open_dm",
+    "room_settings",
+    "set_receipts",
+)
 
 
 class TimedStore(Store):
@@ -16,10 +39,14 @@ class TimedStore(Store):
         super().__init__(inner.url, inner.retention)
         self.inner = inner
         seconds = metrics.store_seconds
-        self._append = seconds.labels(op="append")
-        self._read = seconds.labels(op="read")
-        self._last_seq = seconds.labels(op="last_seq")
-        self._rooms = seconds.labels(op="rooms")
+        self._seconds = {op: seconds.labels(op=op) for op in OPS}
+
+    async def _timed(self, op: str, call: Awaitable[T]) -> T:
+        start = time.perf_counter()
+        try:
+            return await call
+        finally:
+            self._seconds[op].observe(time.perf_counter() - start)
 
     async def start(self) -> None:
         await self.inner.start()
@@ -28,32 +55,73 @@ class TimedStore(Store):
     async def stop(self) -> None:
         await self.inner.stop()
 
-    async def append(self, room: str, sender: str, text: str, ts: str) -> Message:
-        start = time.perf_counter()
-        try:
-            return await self.inner.append(room, sender, text, ts)
-        finally:
-            self._append.observe(time.perf_counter() - start)
+    async def append(
+        self,
+        room: str,
+        sender: str,
+        text: str,
+        ts: str,
+        *,
+        user: str | None = None,
+        reply_to: int | None = None,
+        data: dict[str, Any] | None = None,
+    ) -> Message:
+        return await self._timed(
+            "append",
+            self.inner.append(room, sender, text, ts, user=user, reply_to=reply_to, data=data),
+        )
+
+    async def change(self, room: str, change: MessageChange, ts: str) -> RoomEvent | None:
+        return await self._timed("change", self.inner.change(room, change, ts))
+
+    async def moderate(self, room: str, change: ModerationChange, ts: str) -> Moderation:
+        return await self._timed("moderate", self.inner.moderate(room, change, ts))
 
     async def read(
-        self, room: str, *, after: int | None = None, before: int | None = None, limit: int = 100
-    ) -> list[Message]:
-        start = time.perf_counter()
-        try:
-            return await self.inner.read(room, after=after, before=before, limit=limit)
-        finally:
-            self._read.observe(time.perf_counter() - start)
+        self,
+        room: str,
+        *,
+        after: int | None = None,
+        before: int | None = None,
+        limit: int = 100,
+        messages_only: bool = False,
+    ) -> list[RoomEvent]:
+        return await self._timed(
+            "read",
+            self.inner.read(
+                room, after=after, before=before, limit=limit, messages_only=messages_only
+            ),
+        )
 
     async def last_seq(self, room: str) -> int:
-        start = time.perf_counter()
-        try:
-            return await self.inner.last_seq(room)
-        finally:
-            self._last_seq.observe(time.perf_counter() - start)
+        return await self._timed("last_seq", self.inner.last_seq(room))
 
     async def rooms(self) -> list[tuple[str, int]]:
-        start = time.perf_counter()
-        try:
-            return await self.inner.rooms()
-        finally:
-            self._rooms.observe(time.perf_counter() - start)
+        return await self._timed("rooms", self.inner.rooms())
+
+    async def join_member(self, room: str, user: str, name: str) -> Membership:
+        return await self._timed("join_member", self.inner.join_member(room, user, name))
+
+    async def forget_member(self, room: str, user: str) -> None:
+        await self._timed("forget_member", self.inner.forget_member(room, user))
+
+    async def membership(self, room: str, user: str) -> Membership | None:
+        return await self._timed("membership", self.inner.membership(room, user))
+
+    async def standings(self, room: str) -> dict[str, Membership]:
+        return await self._timed("standings", self.inner.standings(room))
+
+    async def mark_read(self, room: str, user: str, seq: int) -> tuple[int, int]:
+        return await self._timed("mark_read", self.inner.mark_read(room, user, seq))
+
+    async def user_rooms(self, user: str) -> list[RoomSummary]:
+        return await self._timed("user_rooms", self.inner.user_rooms(user))
+
+    async def open_dm(self, people: list[Person]) -> str:
+        return await self._timed("open_dm", self.inner.open_dm(people))
+
+    async def room_settings(self, room: str) -> RoomSettings:
+        return await self._timed("room_settings", self.inner.room_settings(room))
+
+    async def set_receipts(self, room: str, on: bool) -> None:
+        await self._timed("set_receipts", self.inner.set_receipts(room, on))
