@@ -291,8 +291,11 @@ async def test_a_direct_message_is_found_by_both_and_closed_to_others(
     joined = await bob.join("lobby")
     bob_id = await user_of(bob)
     assert {"user": bob_id, "name": "bob"} in joined["people"]
+    mark = len(bob.frames)
     opened = await request(ann, "dm", answer="dm", users=[bob_id])
     room = opened["room"]
+    told = await bob.next_of("dm", mark)  # bob hears of it at once, without asking
+    assert told == {"type": "dm", "room": room, "users": opened["users"]}
     assert room.startswith("dm:") and sorted(opened["users"]) == sorted(
         [await user_of(ann), bob_id]
     )

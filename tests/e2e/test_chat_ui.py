@@ -345,8 +345,14 @@ def test_requests_wait_for_their_room_and_a_refused_join_is_tried_again(
     sockets[-1].send(json.dumps(refusal))
     wait_messages(page, ["waits for the join"])
     expect(page.locator("#notice")).to_be_empty()
+    # (The page also marks what it shows as read, and says when its user types.)
     ops = [f["type"] for f in from_page if f.get("room") == "ops"]
-    assert ops == ["join", "join", "history", "send"]
+    assert [kind for kind in ops if kind not in ("read", "typing")] == [
+        "join",
+        "join",
+        "history",
+        "send",
+    ]
 
 
 def test_the_sign_in_form_comes_back_when_the_server_refuses_who_we_are(
@@ -382,26 +388,42 @@ def test_keyboard_only_at_phone_width(server: ServerProcess, new_user: NewUser) 
     page.keyboard.press("Enter")
     wait_messages(page, ["hello from a phone"])
 
-    for _ in range(20):  # back through the page to the room field
+    # On a phone the room list slides in over the messages: back to its button, open it.
+    for _ in range(20):
         page.keyboard.press("Shift+Tab")
+        if page.evaluate("document.activeElement.id") == "show-rooms":
+            break
+    toggle = page.get_by_role("button", name="Rooms")
+    expect(toggle).to_be_focused()
+    expect(page.get_by_label("Join or create a room")).to_be_hidden()  # closed: not tabbable
+    page.keyboard.press("Enter")
+    expect(toggle).to_have_attribute("aria-expanded", "true")
+    for _ in range(20):  # through the open list to the room field
         if page.evaluate("document.activeElement.id") == "room-name":
             break
+        page.keyboard.press("Tab")
     room_field = page.get_by_label("Join or create a room")
     expect(room_field).to_be_focused()
     outline = room_field.evaluate("field => getComputedStyle(field).outlineStyle")
     assert outline != "none"  # the focus is visible
+    expect(room_field).to_be_in_viewport(ratio=1)  # once the list has slid in
     page.keyboard.type("mobile")
     page.keyboard.press("Enter")
     expect(page.locator("#room-title")).to_have_text("#mobile")
+    expect(toggle).to_have_attribute("aria-expanded", "false")
+    expect(room_field).to_be_hidden()
     page.keyboard.type("in the new room")
     page.keyboard.press("Enter")
     wait_messages(page, ["in the new room"])
 
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 360, f"the page is {width} px wide at 360 px"
-    for selector in ("#message", "#send", "#room-name", "#state"):
+    for selector in ("#message", "#send", "#show-rooms", "#show-members", "#state"):
         box = page.locator(selector).bounding_box()
         assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 360, selector
+    # The messages come first: they fill the width, the lists are off screen.
+    scroller = page.locator("#scroller").bounding_box()
+    assert scroller is not None and scroller["width"] > 300
 
 
 def test_screenshot_of_two_users_chatting(server: ServerProcess, new_user: NewUser) -> None:

@@ -1,16 +1,22 @@
-"""``web/hubbub.js`` on its own, in Chromium: closing, and the exactly-once check."""
+"""``web/hubbub.js`` on its own, in Chromium: closing, the exactly-once check, and the chat
+protocol's events and requests."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
+import urllib.request
 from collections.abc import Callable
+from typing import Any
 
 from playwright.sync_api import Page, WebSocketRoute, expect
+from websockets.sync.client import connect
 
 from tests.servers import ServerProcess
 
 TIMEOUT_MS = 10_000
+RECONNECT_MS = 30_000
 NewPage = Callable[[], Page]
 
 CLOSING = """async () => {
@@ -79,3 +85,193 @@ def test_a_message_at_or_below_the_last_seq_is_not_delivered_again(
     message.press("Enter")
     expect(texts).to_have_text(["one", "two"], timeout=TIMEOUT_MS)
     assert page.evaluate("window.hubbubDelivered.lobby") == [1, 2]
+
+
+# -- the chat protocol: events in the seq stream, and the requests answered by ref -------
+
+KEY = "api-key-for-client-tests"
+READER = """async () => {
+  const { HubbubClient, defaultUrl } = await import("/static/hubbub.js");
+  const options = { name: "reader", backoffMin: 50, backoffMax: 200 };
+  const client = new HubbubClient(defaultUrl(), options);
+  window.seen = [];
+  window.states = [];
+  for (const type of ["message", "edit", "delete", "reaction", "moderation"]) {
+    client.on(type, (event) => window.seen.push([event.type, event.seq]));
+  }
+  client.on("state", ({ state }) => window.states.push(state));
+  window.reader = client;
+  client.connect();
+  await client.join("r");
+}"""
+
+
+REFS = itertools.count(1)
+
+
+def ask(ws: Any, **frame: Any) -> dict[str, Any]:
+    """Send a frame with a ref over a plain socket; its ack (an error fails the test)."""
+    ref = f"w{next(REFS)}"
+    ws.send(json.dumps({**frame, "ref": ref}))
+    while True:
+        answer = json.loads(ws.recv(10))
+        if answer.get("ref") == ref:
+            assert answer["type"] == "ack", answer
+            return dict(answer)
+
+
+def test_a_resume_after_every_kind_of_event_delivers_each_once_in_order(
+    start_server: Callable[..., ServerProcess], new_page: NewPage
+) -> None:
+    server = start_server("--api-key", KEY)
+    page = new_page()
+    from_page: list[dict[str, Any]] = []
+    routes: list[tuple[WebSocketRoute, WebSocketRoute]] = []
+    down: list[bool] = []  # while set, every new connection is closed at once
+
+    def relay(socket: WebSocketRoute) -> None:
+        if down:
+            socket.close()
+            return
+        upstream = socket.connect_to_server()
+
+        def forward(message: str | bytes) -> None:
+            from_page.append(json.loads(message))
+            upstream.send(message)
+
+        socket.on_message(forward)
+        routes.append((socket, upstream))
+
+    page.route_web_socket(re.compile(r"/v1/ws\b"), relay)
+    page.goto(server.http("/"))  # (the chat page connects nobody until someone signs in)
+    page.evaluate(READER)
+    with connect(server.ws("/v1/ws?name=writer")) as writer:
+        user = json.loads(writer.recv(10))["user"]
+        writer.send(json.dumps({"type": "join", "room": "r"}))
+        one = ask(writer, type="send", room="r", text="one")["seq"]
+        page.wait_for_function("n => window.seen.length === n", arg=1, timeout=TIMEOUT_MS)
+
+        down.append(True)
+        for socket, upstream in routes:
+            socket.close()
+            upstream.close()
+        page.wait_for_function("window.states.includes('reconnecting')", timeout=TIMEOUT_MS)
+        # While the reader is away: one of each kind of event.
+        two = ask(writer, type="send", room="r", text="two")["seq"]
+        ask(writer, type="edit", room="r", seq=one, text="one!")
+        ask(writer, type="react", room="r", seq=one, emoji="👍")
+        assert "seq" not in ask(writer, type="react", room="r", seq=one, emoji="👍")  # no event
+        ask(writer, type="react", room="r", seq=one, emoji="👍", remove=True)
+        ask(writer, type="delete", room="r", seq=two)
+        request = urllib.request.Request(
+            server.http(f"/api/v1/rooms/r/roles/{user}"),
+            data=json.dumps({"role": "moderator"}).encode(),
+            method="PUT",
+            headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+        three = ask(writer, type="send", room="r", text="three")["seq"]
+        assert three == one + 7
+
+        down.clear()
+        page.wait_for_function("n => window.seen.length >= n", arg=8, timeout=RECONNECT_MS)
+        expected = [
+            ["message", one],
+            ["message", two],  # (as it is now: deleted)
+            ["edit", one + 2],
+            ["reaction", one + 3],
+            ["reaction", one + 4],
+            ["delete", one + 5],
+            ["moderation", one + 6],
+            ["message", three],
+        ]
+        assert page.evaluate("window.seen") == expected
+        joins = [f for f in from_page if f["type"] == "join"]
+        assert joins[-1]["since"] == one  # resumed after the last event seen
+        assert page.evaluate("window.reader.lastSeq('r')") == three
+
+        # Nothing at or below the last seq is delivered again, whatever its type.
+        socket = routes[-1][0]
+        stale = {"room": "r", "user": user, "from": "writer", "ts": "2026-01-01T00:00:00Z"}
+        socket.send(json.dumps({**stale, "type": "edit", "seq": three, "target": one, "text": "x"}))
+        socket.send(json.dumps({**stale, "type": "delete", "seq": one + 5, "target": one}))
+        four = ask(writer, type="send", room="r", text="four")["seq"]
+        page.wait_for_function("n => window.seen.length === n", arg=9, timeout=TIMEOUT_MS)
+        assert page.evaluate("window.seen")[8:] == [["message", four]]
+
+
+CHAT_REQUESTS = """async () => {
+  const { HubbubClient, defaultUrl } = await import("/static/hubbub.js");
+  const outcome = (promise) => promise.then((value) => ["ok", value], (e) => [e.name, e.code]);
+  const heard = (client, type, test = () => true) =>
+    new Promise((resolve) => {
+      const stop = client.on(type, (detail) => {
+        if (test(detail)) { stop(); resolve(detail); }
+      });
+    });
+  const welcomed = (client) => heard(client, "welcome");
+  const ann = new HubbubClient(defaultUrl(), { name: "ann" });
+  const bob = new HubbubClient(defaultUrl(), { name: "bob" });
+  const annId = welcomed(ann), bobId = welcomed(bob);
+  ann.connect();
+  bob.connect();
+  const rooms = ann.listRooms();  // asked before connecting: waits, then goes
+  const [me, other] = [(await annId).user, (await bobId).user];
+  const before = await rooms;
+  await ann.join("chat");
+  const joined = await bob.join("chat");
+  const replied = heard(bob, "message", (m) => m.text === "again");
+  const first = await ann.send("chat", "hello");
+  const reply = await ann.send("chat", "again", { replyTo: first, data: { n: 1 } });
+  const edited = heard(bob, "edit");
+  const edit = await ann.edit("chat", first, "hello!");
+  const react = await bob.react("chat", first, "👍");
+  const same = await bob.react("chat", first, "👍");
+  const notYours = await outcome(bob.edit("chat", first, "mine"));
+  const typing = heard(bob, "typing");
+  ann.typing("chat");
+  const read = heard(bob, "read");  // every connection of the user that read it
+  bob.read("chat", react);
+  const dm = await ann.openDm([other]);
+  const list = await bob.listRooms();
+  const removed = await bob.delete("chat", reply).then(() => "ok", (e) => e.code);
+  const deleted = await ann.delete("chat", reply);
+  const kinds = { typing: (await typing).name, read: await read, edit: (await edited).text };
+  ann.close();
+  bob.close();
+  return {
+    mine: me !== other, before, people: joined.people.map((p) => p.name),
+    reply: [(await replied).reply_to === first, (await replied).data], edit: edit === reply + 1,
+    react: react === reply + 2, same, notYours, kinds, dm: [dm.room.slice(0, 3), dm.users.length],
+    listed: list.map((r) => r.room).sort(), removed, deleted: deleted === reply + 3,
+  };
+}"""
+
+
+def test_the_chat_requests_resolve_with_their_answers(
+    server: ServerProcess, new_page: NewPage
+) -> None:
+    page = new_page()
+    page.goto(server.http("/"))
+    result = page.evaluate(CHAT_REQUESTS)
+    dm_room = result.pop("listed")
+    assert dm_room[0] == "chat" and dm_room[1].startswith("dm:")
+    assert result == {
+        "mine": True,
+        "before": [],
+        "people": ["ann", "bob"],
+        "reply": [True, {"n": 1}],
+        "edit": True,
+        "react": True,
+        "same": None,  # there already: no event, an ack without seq
+        "notYours": ["HubbubError", "not_yours"],
+        "kinds": {
+            "typing": "ann",
+            "read": {"type": "read", "room": "chat", "seq": 4, "unread": 0},
+            "edit": "hello!",
+        },
+        "dm": ["dm:", 2],
+        "removed": "not_yours",
+        "deleted": True,
+    }

@@ -257,9 +257,10 @@ class RoomSession:
                 people += [Person(user, self.known_name(user)) for user in others]
                 async with self.storing(None, ref, "not opened"):
                     room = await self.hub.store.open_dm(people)
-                self.reply(
-                    protocol.DmOpened(room=room, users=sorted(p.user for p in people), ref=ref)
-                )
+                ids = sorted(p.user for p in people)
+                self.reply(protocol.DmOpened(room=room, users=ids, ref=ref))
+                for user in others:  # found at once on the others' devices too
+                    self.hub.push_to_user(user, protocol.DmOpened(room=room, users=ids))
             case protocol.Moderate(room=room, user=member, action=action, reason=reason, ref=ref):
                 self.require_member(room, ref)
                 change = ModerationChange(

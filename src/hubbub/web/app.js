@@ -1,5 +1,6 @@
 // The chat page at /: a name (or token), rooms, messages, members and the connection
-// state, on HubbubClient. Whatever people type is put on the page with textContent only.
+// state, on HubbubClient. Whatever people type is put on the page with textContent (or as
+// text nodes) only; links are <a> elements built with DOM calls, and only http(s) ones.
 import { HubbubClient, defaultUrl } from "./hubbub.js";
 
 const NAME = /^[\p{L}\p{N}_][\p{L}\p{N}_ .'-]{0,31}$/u; // the server's rule for names
@@ -13,16 +14,36 @@ const STATE_TEXT = {
   reconnecting: "Reconnecting…",
   offline: "Offline",
 };
+const PALETTE = ["👍", "❤️", "😂", "🎉", "😮", "😢"]; // fully-qualified, as the server keeps them
+const TYPING_EVERY = 2500; // ms between our typing notices (the server passes one per 2 s)
+// The server tells nobody that a direct message was opened with them, nor what another
+// device read or joined: the room list is asked for again this often (while visible).
+const ROOMS_EVERY = 5000;
+const LINK = /\bhttps?:\/\/[^\s<>"]+/giu;
+const ANNOUNCE_AT_ONCE = 3; // more live messages than this in a burst: one summary instead
 
 const $ = (id) => document.getElementById(id);
 
 let client = null;
 let me = ""; // our display name ("" until known, when signed in with a token alone)
+let myUser = null; // our user id, from welcome: what tells our own messages
 let current = null; // the room on screen
 const rooms = new Map(); // name -> what the page knows of that room (roomState)
+const people = new Map(); // user id -> display name, from everything the server said
+const removed = new Set(); // rooms a moderator removed us from: not brought back by the list
+let composing = null; // {kind: "reply" | "edit", room, seq, draft}: what Enter will do
+let palette = null; // {room, seq}: the message whose emoji palette is open
+let typingSent = { room: null, at: 0 }; // our last typing notice
+let roomsTimer = null;
+let joins = 0; // counts answered joins, to tell which rooms a room list already knew of
+let polls = 0; // counts room lists asked for
+const forgotten = new Map(); // room left here -> the room lists asked before leaving it
+let announcing = { timer: null, queue: [] };
 
-// For tests and the curious: the seqs the client delivered, per room, in delivery order.
+// For tests and the curious: the seqs the client delivered, per room, in delivery order
+// (messages only), and every event of the rooms' seq streams as [type, seq].
 window.hubbubDelivered = {};
+window.hubbubEvents = {};
 
 // -- what survives a reload: name and rooms for good, a token only for this tab ----------
 
@@ -59,31 +80,49 @@ function showSignIn() {
   $("chat").hidden = true;
   $("whoami").hidden = true;
   $("state").hidden = true;
+  $("drawers").hidden = true;
   $("signin").hidden = false;
+  updateTitle();
   $("name").focus();
 }
 
 function start(name, token) {
   me = name;
+  myUser = null;
   // A guest keeps its guest token for good: a reload or a second tab is the same guest.
   const guestToken = token ? null : load("guest");
   client = new HubbubClient(defaultUrl(), { name, token, guestToken });
-  client.on("state", ({ state }) => showState(state));
+  client.on("state", ({ state }) => {
+    showState(state);
+    if (state === "connected") refreshRooms();
+  });
   client.on("joined", onJoined);
   client.on("message", onMessage);
+  client.on("edit", onChange);
+  client.on("delete", onChange);
+  client.on("reaction", onChange);
+  client.on("moderation", record);
   client.on("presence", onPresence);
-  client.on("welcome", ({ name: known, guest_token: guestToken }) => {
+  client.on("read", onRead);
+  client.on("typing", onTyping);
+  client.on("left", onRemoved);
+  client.on("dm", ({ room, users }) => openedDm(room, users, false));
+  client.on("welcome", ({ name: known, user, guest_token: guestToken }) => {
     if (guestToken) store("guest", guestToken);
+    const changed = (user ?? null) !== myUser;
     me = known;
+    myUser = user ?? null;
+    if (myUser) people.set(myUser, known);
     showMe();
     renderMembers();
+    if (changed && current) renderMessages(); // which messages are ours changed
   });
   client.on("error", ({ code, message, room }) => {
     if (code === "name_taken") {
       // Somebody else goes by this name in that room: pick another one.
       signOut();
       $("signin-error").textContent = `Someone in #${room} is called that already; choose another name.`;
-    } else if (!REFUSED.has(code)) notice(room ? `#${room}: ${message}` : message, room);
+    } else if (!REFUSED.has(code)) notice(room ? `${label(room)}: ${message}` : message, room);
     else {
       signOut();
       $("signin-error").textContent = `The server said no: ${message}`;
@@ -93,10 +132,14 @@ function start(name, token) {
   $("chat").hidden = false;
   $("whoami").hidden = false;
   $("state").hidden = false;
+  $("drawers").hidden = false;
   showMe();
   const names = savedRooms();
   for (const room of names) addRoom(room);
   client.connect();
+  roomsTimer = setInterval(() => {
+    if (document.visibilityState === "visible") refreshRooms();
+  }, ROOMS_EVERY);
   const last = load("room");
   select(rooms.has(last) ? last : names[0]);
   $("message").focus();
@@ -124,15 +167,23 @@ $("signin-form").addEventListener("submit", (event) => {
 });
 
 function signOut() {
+  clearInterval(roomsTimer);
+  roomsTimer = null;
   client.close();
   client = null;
+  for (const room of rooms.values()) clearTyping(room);
   rooms.clear(); // in memory only: the saved rooms come back at the next sign-in
+  removed.clear();
+  forgotten.clear();
   current = null;
+  composing = null;
+  palette = null;
   notice("");
   store("name", null);
   store("token", null, sessionStorage);
   $("name").value = me;
   $("signin-error").textContent = "";
+  closeDrawers();
   showSignIn();
 }
 
@@ -143,29 +194,56 @@ $("signout").addEventListener("click", signOut);
 function roomState(name) {
   return {
     name,
-    messages: new Map(), // seq -> message, from history and live
-    pending: [], // {text, seq, item}: typed here, not delivered yet
-    members: new Set(),
-    unread: 0,
+    messages: new Map(), // seq -> message (in its current state), from history and live
+    pending: [], // {text, replyTo, seq, item}: typed here, not delivered yet
+    members: new Map(), // user id (or "~name" when the server did not say) -> {name, user}
+    typing: new Map(), // user id -> {name, timer}
+    dm: null, // [{user, name}] of a direct-message room, everyone in it
+    role: "member",
+    joinedAs: 0, // the count of joins when this room's last one was answered (0: never)
+    // Unread: the server's count up to baseSeq, plus what came live since, not read.
+    readSeq: 0,
+    baseSeq: 0,
+    baseUnread: 0,
+    counted: new Set(), // seqs of live messages counted unread, above baseSeq
+    lineAfter: null, // the "new messages" line goes after this seq
+    orphans: [], // changes of messages not held, that came while a history page was asked
+    paged: false, // a history page was asked for (live messages alone are not the room)
     loading: false,
     atStart: false,
   };
+}
+
+function unread(room) {
+  return room.baseUnread + room.counted.size;
+}
+
+function label(name) {
+  const room = rooms.get(name);
+  if (!name.startsWith("dm:")) return `#${name}`;
+  const others = (room?.dm ?? []).filter((p) => p.user !== myUser).map((p) => p.name);
+  return others.length > 0 ? `@${others.join(", ")}` : "Direct message";
 }
 
 function addRoom(name) {
   if (rooms.has(name)) return;
   rooms.set(name, roomState(name));
   client.join(name).catch((error) => {
-    if (error.code === "closed" || error.code === "left") return;
-    notice(`Could not join ${name}: ${error.message}`);
+    if (error.code === "closed" || error.code === "left" || error.code === "kicked") return;
+    notice(`Could not join ${label(name)}: ${error.message}`);
     removeRoom(name);
   });
   saveRooms();
   renderRoomList();
 }
 
-function removeRoom(name) {
-  client.leave(name);
+// `forget`: the user left it (on every device), rather than the page dropping it.
+function removeRoom(name, { forget = false } = {}) {
+  const room = rooms.get(name);
+  if (!room) return;
+  if (forget) forgotten.set(name, polls); // those answers may list it still
+  client.leave(name, { forget });
+  clearTyping(room);
   rooms.delete(name);
   saveRooms();
   if (current === name) select(rooms.keys().next().value ?? null);
@@ -177,42 +255,74 @@ function saveRooms() {
 }
 
 function select(name) {
+  if (current !== name) {
+    stopTyping();
+    cancelComposing(false);
+    palette = null;
+    const before = rooms.get(current);
+    if (before) before.lineAfter = null; // the line shows what was new when one came in
+  }
   current = name;
   store("room", name);
   const room = rooms.get(name);
-  if (room) room.unread = 0;
-  $("room-title").textContent = room ? `#${name}` : "No room: join one";
+  if (room && unread(room) > 0 && room.lineAfter === null) room.lineAfter = room.readSeq;
+  $("room-title").textContent = room ? label(name) : "No room: join one";
   $("message").disabled = !room;
   $("send").disabled = !room;
-  renderRoomList();
   renderMessages();
   renderMembers();
-  if (room && room.messages.size === 0) loadOlder(room);
+  renderTyping();
+  if (room && !room.paged) loadOlder(room);
+  markRead(room);
+  renderRoomList();
 }
 
 function renderRoomList() {
   const items = [...rooms.values()].map((room) => {
-    const open = el("button", "open", `#${room.name}`);
+    const name = label(room.name);
+    const open = el("button", "open", name);
     open.type = "button";
     if (room.name === current) open.setAttribute("aria-current", "true");
-    if (room.unread > 0) open.append(" ", el("span", "unread", String(room.unread)));
+    const count = unread(room);
+    if (count > 0) {
+      open.append(" ", el("span", "unread", count >= 1000 ? "999+" : String(count)));
+      open.setAttribute("aria-label", `${name}, ${count} unread`);
+    }
     open.addEventListener("click", () => {
       select(room.name);
+      closeDrawers();
       $("message").focus();
     });
     const leave = el("button", "leave", "×");
     leave.type = "button";
-    leave.title = `Leave ${room.name}`;
-    leave.setAttribute("aria-label", `Leave ${room.name}`);
+    leave.title = `Leave ${name}`;
+    leave.setAttribute("aria-label", `Leave ${name}`);
     leave.addEventListener("click", () => {
-      removeRoom(room.name);
+      removeRoom(room.name, { forget: true });
       $("room-name").focus();
     });
     const item = el("li");
+    if (room.dm) item.className = "dm";
     item.append(open, leave);
     return item;
   });
   $("room-list").replaceChildren(...items);
+  if (current && rooms.has(current)) $("room-title").textContent = label(current);
+  updateTitle();
+}
+
+// The tab's title counts what is unread in every room, like "(3) Hubbub".
+function updateTitle() {
+  let total = 0;
+  let elsewhere = 0;
+  for (const room of rooms.values()) {
+    total += unread(room);
+    if (room.name !== current) elsewhere += unread(room);
+  }
+  document.title = total > 0 ? `(${total}) Hubbub` : "Hubbub";
+  const badge = $("rooms-unread");
+  badge.hidden = elsewhere === 0;
+  badge.textContent = String(elsewhere);
 }
 
 $("join-form").addEventListener("submit", (event) => {
@@ -225,11 +335,108 @@ $("join-form").addEventListener("submit", (event) => {
     return;
   }
   input.value = "";
+  removed.delete(name);
+  forgotten.delete(name);
   addRoom(name);
   select(name);
+  closeDrawers();
   $("message").focus();
 });
 $("room-name").addEventListener("input", (event) => event.target.setCustomValidity(""));
+
+// The user's rooms as the server keeps them: the same on every device and tab. Rooms
+// joined elsewhere (and direct messages others opened) come in; rooms left elsewhere go.
+function refreshRooms() {
+  if (!client || client.state !== "connected") return;
+  const known = joins; // rooms joined by now are in the answer, unless left elsewhere
+  const poll = ++polls;
+  client.listRooms().then(
+    (list) => applyRoomList(list, known, poll),
+    () => {}, // closed, or refused for now: the next one will do
+  );
+}
+
+function applyRoomList(list, known, poll) {
+  if (!client) return;
+  const listed = new Set();
+  for (const summary of list) {
+    listed.add(summary.room);
+    if (removed.has(summary.room)) continue;
+    if (forgotten.has(summary.room)) {
+      if (forgotten.get(summary.room) >= poll) continue; // asked before we left it
+      forgotten.delete(summary.room); // joined again elsewhere since
+    }
+    if (!rooms.has(summary.room)) addRoom(summary.room);
+    const room = rooms.get(summary.room);
+    if (summary.dm) {
+      room.dm = summary.dm;
+      for (const person of summary.dm) people.set(person.user, person.name);
+    }
+    room.role = summary.role;
+    if (summary.read >= room.readSeq) {
+      // What the server counted is what we had not read: take it, and what came since.
+      room.readSeq = summary.read;
+      room.baseSeq = summary.seq;
+      room.baseUnread = summary.unread;
+      for (const seq of room.counted) if (seq <= summary.seq) room.counted.delete(seq);
+    }
+    if (room.name === current && unread(room) > 0 && room.lineAfter === null) {
+      room.lineAfter = room.readSeq;
+      renderMessages();
+    }
+  }
+  for (const room of [...rooms.values()]) {
+    if (!listed.has(room.name) && room.joinedAs > 0 && room.joinedAs <= known) {
+      removeRoom(room.name); // left on another device
+    }
+  }
+  markRead(rooms.get(current));
+  renderRoomList();
+}
+
+// -- read state -------------------------------------------------------------------------
+
+function reading() {
+  return document.visibilityState === "visible" && document.hasFocus();
+}
+
+// What is on screen in a focused tab has been read: tell the server (and so every tab).
+function markRead(room) {
+  if (!room || room.name !== current || !client || !reading()) return;
+  const last = client.lastSeq(room.name);
+  if (last === null) return; // not joined yet: marked once it is
+  if (last > room.readSeq) {
+    room.readSeq = last;
+    client.read(room.name, last);
+  }
+  // Cleared here only once we hold all the server counted (a backlog may be on its way).
+  if (unread(room) > 0 && last >= room.baseSeq) {
+    room.baseUnread = 0;
+    room.baseSeq = last;
+    room.counted.clear();
+    renderRoomList();
+  }
+}
+
+function onRead({ room: name, seq, unread: count }) {
+  const room = rooms.get(name);
+  if (!room || seq < room.readSeq) return;
+  room.readSeq = seq;
+  room.baseUnread = count;
+  room.baseSeq = Math.max(room.baseSeq, client.lastSeq(name) ?? seq, seq);
+  room.counted.clear();
+  renderRoomList();
+}
+
+window.addEventListener("focus", () => {
+  markRead(rooms.get(current));
+  refreshRooms();
+});
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState !== "visible") return;
+  markRead(rooms.get(current));
+  refreshRooms();
+});
 
 // -- what the client reports ------------------------------------------------------------
 
@@ -238,38 +445,137 @@ function showState(state) {
   $("state").textContent = STATE_TEXT[state];
 }
 
-function onJoined({ room: name, members, reset }) {
+function onJoined({ room: name, members, people: who, reset }) {
   const room = rooms.get(name);
   if (!room) return;
-  room.members = new Set(members);
+  room.joinedAs = ++joins;
+  room.members = new Map();
+  if (who) for (const person of who) addMember(room, person.name, person.user);
+  else for (const member of members) addMember(room, member, null);
   if (noticeRoom === name) notice(""); // whatever held the join up is over
   if (reset) {
     // The server's history started over: what we show belongs to a room that is gone.
     room.messages.clear();
     room.atStart = false;
+    room.paged = false;
+    room.readSeq = room.baseSeq = room.baseUnread = 0;
+    room.counted.clear();
     if (name === current) select(name);
   }
-  if (name === current) renderMembers();
+  if (name === current) {
+    renderMembers();
+    markRead(room);
+  }
+}
+
+function record(event) {
+  (window.hubbubEvents[event.room] ??= []).push([event.type, event.seq]);
+}
+
+function own(message) {
+  return message.user ? message.user === myUser : message.from === me;
 }
 
 function onMessage(message) {
+  record(message);
   (window.hubbubDelivered[message.room] ??= []).push(message.seq);
   const room = rooms.get(message.room);
   if (!room) return;
+  if (message.user) people.set(message.user, message.from);
+  stoppedTyping(room, message.user);
+  const mine = own(message);
+  const shown = room.name === current;
+  if (!mine && !message.deleted && message.seq > Math.max(room.readSeq, room.baseSeq)) {
+    if (!(shown && reading())) {
+      room.counted.add(message.seq);
+      if (shown && room.lineAfter === null) room.lineAfter = room.readSeq;
+    }
+  }
   addMessages(room, [message]);
   settle(room);
-  if (room.name !== current) {
-    room.unread += 1;
-    renderRoomList();
+  if (shown) {
+    if (!mine) announce(message);
+    markRead(room);
+  }
+  renderRoomList();
+}
+
+// An edit, delete or reaction: a "set" on the message it targets, so applying it again
+// changes nothing. Changes of a message deleted already, or not held, are ignored (a
+// history page brings messages in their current state).
+function onChange(event) {
+  record(event);
+  const room = rooms.get(event.room);
+  if (!room) return;
+  if (!room.messages.has(event.target)) {
+    if (room.loading) room.orphans.push(event); // it may be in the page on its way
+    return;
+  }
+  if (event.type === "delete" && room.counted.delete(event.target)) renderRoomList();
+  if (apply(room.messages.get(event.target), event)) refresh(room, event.target);
+}
+
+function apply(message, event) {
+  if (message.deleted) return false;
+  if (event.type === "delete" || (event.type === "edit" && event.deleted)) {
+    message.deleted = true;
+    message.text = "";
+    delete message.data;
+    delete message.reactions;
+    delete message.edited;
+  } else if (event.type === "edit") {
+    message.text = event.text;
+    message.edited = event.ts;
+    if (event.data !== undefined) message.data = event.data;
+  } else if (event.type === "reaction") {
+    const reactions = (message.reactions ??= {});
+    const users = (reactions[event.emoji] ??= []);
+    const at = users.indexOf(event.user);
+    if (event.added && at < 0) users.push(event.user);
+    if (!event.added && at >= 0) users.splice(at, 1);
+    if (users.length === 0) delete reactions[event.emoji];
+    people.set(event.user, event.from);
+  }
+  return true;
+}
+
+function onPresence({ room: name, joined, left, joined_people: came, left_people: went }) {
+  const room = rooms.get(name);
+  if (!room) return;
+  if (came) for (const person of came) addMember(room, person.name, person.user);
+  else for (const who of joined) addMember(room, who, null);
+  if (went) for (const person of went) removeMember(room, person.name, person.user);
+  else for (const who of left) removeMember(room, who, null);
+  if (name === current) renderMembers();
+}
+
+function addMember(room, name, user) {
+  if (user) {
+    people.set(user, name);
+    room.members.delete(`~${name}`);
+  }
+  room.members.set(user ?? `~${name}`, { name, user });
+}
+
+function removeMember(room, name, user) {
+  if (user) {
+    room.members.delete(user);
+    stoppedTyping(room, user);
+  } else {
+    for (const [key, member] of room.members) {
+      if (member.name !== name) continue;
+      room.members.delete(key);
+      stoppedTyping(room, member.user);
+    }
   }
 }
 
-function onPresence({ room: name, joined, left }) {
-  const room = rooms.get(name);
-  if (!room) return;
-  for (const who of joined) room.members.add(who);
-  for (const who of left) room.members.delete(who);
-  if (name === current) renderMembers();
+function onRemoved({ room: name, reason }) {
+  if (!rooms.has(name)) return;
+  removed.add(name);
+  const what = label(name);
+  removeRoom(name);
+  notice(`You were removed from ${what}${reason === "kicked" ? " by a moderator" : ""}.`);
 }
 
 // -- messages ---------------------------------------------------------------------------
@@ -277,25 +583,49 @@ function onPresence({ room: name, joined, left }) {
 function renderMessages() {
   const room = rooms.get(current);
   const seqs = room ? [...room.messages.keys()].sort((a, b) => a - b) : [];
-  $("messages").replaceChildren(
-    ...seqs.map((seq) => messageItem(room.messages.get(seq))),
-    ...(room ? room.pending.map((entry) => entry.item) : []),
-  );
+  const items = seqs.map((seq) => messageItem(room, room.messages.get(seq)));
+  if (room && room.lineAfter !== null) {
+    const at = seqs.findIndex((seq) => seq > room.lineAfter);
+    if (at >= 0) items.splice(at, 0, newLine(room.lineAfter));
+  }
+  $("messages").replaceChildren(...items, ...(room ? room.pending.map((entry) => entry.item) : []));
   showStart(room);
   const scroller = $("scroller");
   scroller.scrollTop = scroller.scrollHeight;
 }
 
+// The "new messages" line: placed by its seq like a message, just after `after`.
+function newLine(after) {
+  const item = el("li", "new-line");
+  item.dataset.seq = String(after + 0.5);
+  item.append(el("span", "", "New messages"));
+  return item;
+}
+
 function addMessages(room, messages) {
   const fresh = messages.filter((message) => !room.messages.has(message.seq));
-  for (const message of fresh) room.messages.set(message.seq, message);
+  for (const message of fresh) {
+    room.messages.set(message.seq, message);
+    if (message.user) people.set(message.user, message.from);
+  }
   if (room.name !== current || fresh.length === 0) return;
   const scroller = $("scroller");
   const fromBottom = scroller.scrollHeight - scroller.scrollTop;
   const atBottom = fromBottom - scroller.clientHeight < 40;
   const list = $("messages");
   const firstSeq = Number(list.querySelector(".message:not(.pending)")?.dataset.seq ?? Infinity);
-  for (const message of fresh) place(messageItem(message), message.seq);
+  if (room.lineAfter !== null && !list.querySelector(".new-line")) {
+    if (fresh.some((message) => message.seq > room.lineAfter)) {
+      place(newLine(room.lineAfter), room.lineAfter + 0.5);
+    }
+  }
+  for (const message of fresh) place(messageItem(room, message), message.seq);
+  // Replies shown before what they quote came in: now they can quote it.
+  for (const message of fresh) {
+    for (const reply of list.querySelectorAll(`li.message[data-reply-to="${message.seq}"]`)) {
+      reply.replaceWith(messageItem(room, room.messages.get(Number(reply.dataset.seq))));
+    }
+  }
   if (atBottom) scroller.scrollTop = scroller.scrollHeight;
   else if (fresh[0].seq < firstSeq) scroller.scrollTop = scroller.scrollHeight - fromBottom;
 }
@@ -312,13 +642,221 @@ function place(item, seq) {
   list.insertBefore(item, next);
 }
 
-function messageItem(message) {
-  const item = el("li", message.from === me ? "message own" : "message");
+// Show message `seq` again as it is now (and the replies quoting it), where it is.
+function refresh(room, seq) {
+  if (room.name !== current) return;
+  const list = $("messages");
+  const scroller = $("scroller");
+  const atBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 40;
+  const shown = list.querySelector(`li.message[data-seq="${seq}"]`);
+  if (shown) swap(shown, messageItem(room, room.messages.get(seq)));
+  for (const reply of list.querySelectorAll(`li.message[data-reply-to="${seq}"]`)) {
+    swap(reply, messageItem(room, room.messages.get(Number(reply.dataset.seq))));
+  }
+  if (atBottom) scroller.scrollTop = scroller.scrollHeight;
+}
+
+// Replace a message's item, keeping the keyboard focus on the same control if it is there.
+function swap(old, fresh) {
+  const focused = old.contains(document.activeElement) ? document.activeElement : null;
+  old.replaceWith(fresh);
+  if (!focused) return;
+  const action = focused.dataset.action;
+  const same = action && fresh.querySelector(`[data-action="${CSS.escape(action)}"]`);
+  (same || fresh.querySelector("button") || $("message")).focus();
+}
+
+function messageItem(room, message) {
+  const mine = own(message);
+  const item = el("li", "message");
+  item.classList.toggle("own", mine);
+  item.classList.toggle("deleted", Boolean(message.deleted));
   item.dataset.seq = String(message.seq);
+  if (message.reply_to !== undefined) {
+    item.dataset.replyTo = String(message.reply_to);
+    item.append(quote(room, message.reply_to));
+  }
   const meta = el("p", "meta");
   meta.append(el("span", "author", message.from), " ", timeOf(message.ts));
-  item.append(meta, el("p", "text", message.text));
+  if (message.edited && !message.deleted) {
+    const edited = el("span", "edited", "(edited)");
+    edited.title = `edited ${new Date(message.edited).toLocaleString()}`;
+    meta.append(" ", edited);
+  }
+  item.append(meta);
+  if (message.deleted) {
+    item.append(el("p", "text tombstone", "message deleted"));
+    return item;
+  }
+  item.append(textOf(message.text));
+  const reactions = reactionBar(room, message);
+  if (reactions) item.append(reactions);
+  item.append(actionBar(room, message, mine));
   return item;
+}
+
+// What a reply quotes: who wrote it and how it began.
+function quote(room, seq) {
+  const original = room.messages.get(seq);
+  const box = el("p", "quote");
+  box.append(el("span", "visually-hidden", "In reply to "));
+  if (!original) {
+    box.append(el("span", "quote-text", "an earlier message"));
+  } else if (original.deleted) {
+    box.append(el("span", "quote-text", "a deleted message"));
+  } else {
+    const text = original.text.length > 100 ? `${original.text.slice(0, 100)}…` : original.text;
+    box.append(el("span", "quote-author", original.from), ": ", el("span", "quote-text", text));
+  }
+  return box;
+}
+
+// A message's text, with its http(s) links as links; everything else as text nodes.
+function textOf(text) {
+  const paragraph = el("p", "text");
+  let at = 0;
+  for (const match of text.matchAll(LINK)) {
+    let url = match[0].replace(/[.,;:!?'’”»]+$/u, "");
+    // A closing bracket belongs to the link only if the link opened one.
+    while (/[)\]}]$/.test(url) && count(url, url.at(-1)) > count(url, OPENING[url.at(-1)])) {
+      url = url.slice(0, -1);
+    }
+    const href = safeHref(url);
+    if (!href) continue;
+    paragraph.append(text.slice(at, match.index));
+    const link = document.createElement("a");
+    link.href = href;
+    link.textContent = url;
+    link.rel = "noopener noreferrer";
+    link.target = "_blank";
+    paragraph.append(link);
+    at = match.index + url.length;
+  }
+  paragraph.append(text.slice(at));
+  return paragraph;
+}
+
+const OPENING = { ")": "(", "]": "[", "}": "{" };
+
+function count(text, char) {
+  return text.split(char).length - 1;
+}
+
+function safeHref(candidate) {
+  try {
+    const url = new URL(candidate);
+    return url.protocol === "http:" || url.protocol === "https:" ? url.href : null;
+  } catch {
+    return null;
+  }
+}
+
+function reactionBar(room, message) {
+  const entries = Object.entries(message.reactions ?? {}).filter(([, users]) => users.length > 0);
+  if (entries.length === 0) return null;
+  const bar = el("div", "reactions");
+  for (const [emoji, users] of entries) {
+    const mine = users.includes(myUser);
+    const button = el("button", "reaction");
+    button.type = "button";
+    button.dataset.action = `reaction:${emoji}`;
+    button.append(el("span", "emoji", emoji), " ", el("span", "count", String(users.length)));
+    button.setAttribute("aria-pressed", String(mine));
+    const names = users.map((user) => (user === myUser ? "you" : (people.get(user) ?? user)));
+    button.title = `${names.join(", ")} reacted with ${emoji}`;
+    button.setAttribute("aria-label", `${emoji} ${users.length}: ${names.join(", ")}`);
+    button.addEventListener("click", () => react(room, message.seq, emoji));
+    bar.append(button);
+  }
+  return bar;
+}
+
+function actionBar(room, message, mine) {
+  const bar = el("div", "actions");
+  bar.append(action("reply", "Reply", () => startComposing("reply", room, message.seq)));
+  const open = palette?.room === room.name && palette.seq === message.seq;
+  const reactButton = action("react", "React", () => togglePalette(room, message.seq));
+  reactButton.setAttribute("aria-expanded", String(open));
+  bar.append(reactButton);
+  if (mine) bar.append(action("edit", "Edit", () => startComposing("edit", room, message.seq)));
+  if (mine || room.role !== "member") {
+    const remove = action("delete", "Delete", () => {
+      if (remove.dataset.armed !== "yes") {
+        // Asked twice rather than with confirm(): nothing blocks the page.
+        remove.dataset.armed = "yes";
+        remove.textContent = "Really delete?";
+        return;
+      }
+      client.delete(room.name, message.seq).catch((error) => {
+        // Sent again after a reconnection, a delete that was done is refused: it is done.
+        if (error.code !== "message_deleted") failedChange("Not deleted", error);
+      });
+    });
+    remove.addEventListener("blur", () => {
+      remove.dataset.armed = "";
+      remove.textContent = "Delete";
+    });
+    bar.append(remove);
+  }
+  if (open) {
+    const choices = el("span", "palette");
+    choices.setAttribute("role", "group");
+    choices.setAttribute("aria-label", "Choose a reaction");
+    for (const emoji of PALETTE) {
+      const choice = action(`emoji:${emoji}`, emoji, () => {
+        palette = null;
+        react(room, message.seq, emoji);
+        refresh(room, message.seq);
+        $("scroller").querySelector(`li[data-seq="${message.seq}"] [data-action="react"]`)?.focus();
+      });
+      choice.setAttribute("aria-label", `React with ${emoji}`);
+      choices.append(choice);
+    }
+    bar.append(choices);
+  }
+  return bar;
+}
+
+function action(name, text, onClick) {
+  const button = el("button", `action ${name.split(":")[0]}`, text);
+  button.type = "button";
+  button.dataset.action = name;
+  button.addEventListener("click", onClick);
+  return button;
+}
+
+function togglePalette(room, seq) {
+  const open = palette?.room === room.name && palette.seq === seq;
+  const before = palette;
+  palette = open ? null : { room: room.name, seq };
+  if (before && !open) refresh(rooms.get(before.room) ?? room, before.seq);
+  refresh(room, seq);
+  if (!open) {
+    $("scroller").querySelector(`li[data-seq="${seq}"] .palette button`)?.focus();
+  }
+}
+
+// Escape closes an open palette, back on its React button.
+$("messages").addEventListener("keydown", (event) => {
+  if (event.key !== "Escape" || !palette) return;
+  const { room, seq } = palette;
+  palette = null;
+  refresh(rooms.get(room), seq);
+  $("scroller").querySelector(`li[data-seq="${seq}"] [data-action="react"]`)?.focus();
+});
+
+// One's own reaction with `emoji`, on or off.
+function react(room, seq, emoji) {
+  const message = room.messages.get(seq);
+  const mine = Boolean(message?.reactions?.[emoji]?.includes(myUser));
+  client.react(room.name, seq, emoji, { remove: mine }).catch((error) => {
+    failedChange(mine ? "Reaction not taken back" : "Not reacted", error);
+  });
+}
+
+function failedChange(what, error) {
+  if (error.code === "closed" || error.code === "left" || error.code === "kicked") return;
+  notice(`${what}: ${error.message}`);
 }
 
 function timeOf(ts) {
@@ -336,6 +874,7 @@ function timeOf(ts) {
 async function loadOlder(room) {
   if (room.loading || room.atStart) return;
   room.loading = true;
+  room.paged = true;
   showStart(room);
   const seqs = [...room.messages.keys()];
   const before = seqs.length > 0 ? Math.min(...seqs) : undefined;
@@ -344,10 +883,17 @@ async function loadOlder(room) {
     // A page cut short by its byte budget is not the start: only an empty one, or seq 1.
     if (page.length === 0 || page[0].seq <= 1) room.atStart = true;
     addMessages(room, page);
+    // Changes that came while the page was on its way, in seq order: the page may show
+    // the state from before them; applying one again changes nothing.
+    for (const event of room.orphans.splice(0)) {
+      const message = room.messages.get(event.target);
+      if (message && apply(message, event)) refresh(room, event.target);
+    }
   } catch (error) {
     if (error.code !== "closed" && error.code !== "left") notice(error.message);
   } finally {
     room.loading = false;
+    room.orphans = [];
     if (room.name === current) showStart(room);
   }
 }
@@ -363,7 +909,25 @@ $("scroller").addEventListener("scroll", (event) => {
   if (event.target.scrollTop < 40 && rooms.has(current)) loadOlder(rooms.get(current));
 });
 
-// -- sending: shown as pending at once, replaced by the delivered message ---------------
+// Read out messages that arrive while the page is open, not the history loaded with a
+// room; a burst (a resumed backlog) is summed up in one line.
+function announce(message) {
+  announcing.queue.push(message);
+  if (announcing.timer) return;
+  announcing.timer = setTimeout(() => {
+    const queue = announcing.queue;
+    announcing = { timer: null, queue: [] };
+    const lines =
+      queue.length > ANNOUNCE_AT_ONCE
+        ? [`${queue.length} new messages`]
+        : queue.map((m) => (m.deleted ? `${m.from}: message deleted` : `${m.from}: ${m.text}`));
+    const live = $("live");
+    for (const line of lines) live.append(el("p", "", line));
+    while (live.childElementCount > ANNOUNCE_AT_ONCE) live.firstElementChild.remove();
+  }, 300);
+}
+
+// -- the composer: send, reply, edit; shown as pending at once, replaced when delivered --
 
 $("composer").addEventListener("submit", (event) => {
   event.preventDefault();
@@ -371,18 +935,102 @@ $("composer").addEventListener("submit", (event) => {
   const room = rooms.get(current);
   if (!room || !input.value.trim()) return;
   notice("");
-  post(room, input.value);
-  input.value = "";
+  if (composing?.kind === "edit") {
+    const { seq, draft } = composing;
+    const before = room.messages.get(seq);
+    if (before && !before.deleted && before.text !== input.value) {
+      client.edit(room.name, seq, input.value).catch((error) => failedChange("Not edited", error));
+    }
+    composing = null;
+    showComposing();
+    input.value = draft;
+  } else {
+    const replyTo = composing?.kind === "reply" ? composing.seq : undefined;
+    composing = null;
+    showComposing();
+    post(room, input.value, replyTo);
+    input.value = "";
+    typingSent = { room: null, at: 0 }; // the server says we stopped when the message is in
+  }
+  fitComposer();
 });
 
-function post(room, text) {
-  const entry = { text, seq: null, item: pendingItem(text) };
+$("message").addEventListener("keydown", (event) => {
+  const input = event.target;
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault(); // Enter sends; Shift+Enter is a new line
+    $("composer").requestSubmit();
+  } else if (event.key === "Escape" && composing) {
+    event.preventDefault();
+    cancelComposing(true);
+  } else if (event.key === "ArrowUp" && input.value === "" && !composing) {
+    const room = rooms.get(current);
+    const last = room && [...room.messages.values()].filter((m) => own(m) && !m.deleted).at(-1);
+    if (last) {
+      event.preventDefault();
+      startComposing("edit", room, last.seq);
+    }
+  }
+});
+
+$("message").addEventListener("input", () => {
+  fitComposer();
+  if (composing?.kind !== "edit") noteTyping();
+});
+
+$("composing-cancel").addEventListener("click", () => cancelComposing(true));
+
+// The field grows with its lines, up to what the stylesheet allows.
+function fitComposer() {
+  const input = $("message");
+  input.style.height = "auto";
+  input.style.height = `${input.scrollHeight + 2}px`;
+}
+
+function startComposing(kind, room, seq) {
+  const message = room.messages.get(seq);
+  if (!message || message.deleted) return;
+  const input = $("message");
+  const draft = composing ? composing.draft : input.value;
+  composing = { kind, room: room.name, seq, draft };
+  if (kind === "edit") input.value = message.text;
+  else if (composing.draft !== input.value) input.value = draft;
+  showComposing();
+  fitComposer();
+  input.focus();
+  input.setSelectionRange(input.value.length, input.value.length);
+}
+
+function cancelComposing(focus) {
+  if (!composing) return;
+  const { kind, draft } = composing;
+  composing = null;
+  if (kind === "edit") $("message").value = draft;
+  showComposing();
+  fitComposer();
+  if (focus) $("message").focus();
+}
+
+function showComposing() {
+  const bar = $("composing");
+  const room = composing && rooms.get(composing.room);
+  const message = room?.messages.get(composing.seq);
+  bar.hidden = !message;
+  if (!message) return;
+  const text = message.text.length > 80 ? `${message.text.slice(0, 80)}…` : message.text;
+  const what = $("composing-text");
+  if (composing.kind === "edit") what.replaceChildren("Editing your message (Esc cancels)");
+  else what.replaceChildren("Replying to ", el("strong", "", message.from), `: ${text}`);
+}
+
+function post(room, text, replyTo) {
+  const entry = { text, replyTo, seq: null, item: pendingItem(room, text, replyTo) };
   room.pending.push(entry);
   if (room.name === current) {
     $("messages").append(entry.item);
     $("scroller").scrollTop = $("scroller").scrollHeight;
   }
-  client.send(room.name, text).then(
+  client.send(room.name, text, { replyTo }).then(
     (seq) => {
       entry.seq = seq;
       settle(room);
@@ -391,8 +1039,9 @@ function post(room, text) {
   );
 }
 
-function pendingItem(text) {
+function pendingItem(room, text, replyTo) {
   const item = el("li", "message own pending");
+  if (replyTo !== undefined) item.append(quote(room, replyTo));
   const meta = el("p", "meta");
   meta.append(el("span", "author", me || "you"), " ", el("span", "status", "pending"));
   item.append(meta, el("p", "text", text));
@@ -410,7 +1059,7 @@ function settle(room) {
 }
 
 function failed(room, entry, error) {
-  if (error.code === "closed" || error.code === "left") return;
+  if (error.code === "closed" || error.code === "left" || error.code === "kicked") return;
   entry.item.classList.add("failed");
   const status = entry.item.querySelector(".status");
   status.textContent = `not sent: ${error.message}`;
@@ -419,25 +1068,114 @@ function failed(room, entry, error) {
   retry.addEventListener("click", () => {
     room.pending = room.pending.filter((other) => other !== entry);
     entry.item.remove();
-    post(room, entry.text);
+    post(room, entry.text, entry.replyTo);
     $("message").focus();
   });
   status.after(" ", retry);
 }
 
-// -- members and notices ----------------------------------------------------------------
+// -- typing -----------------------------------------------------------------------------
+
+// While the user types: a notice now and then (an empty field says we stopped).
+function noteTyping() {
+  const room = rooms.get(current);
+  if (!room) return;
+  if ($("message").value.trim() === "") {
+    stopTyping();
+    return;
+  }
+  const now = Date.now();
+  if (typingSent.room === room.name && now - typingSent.at < TYPING_EVERY) return;
+  client.typing(room.name);
+  typingSent = { room: room.name, at: now };
+}
+
+function stopTyping() {
+  if (typingSent.room && rooms.has(typingSent.room)) client.typing(typingSent.room, true);
+  typingSent = { room: null, at: 0 };
+}
+
+function onTyping({ room: name, user, name: who, expires_in: expires, stop }) {
+  const room = rooms.get(name);
+  if (!room || (myUser && user === myUser)) return;
+  clearTimeout(room.typing.get(user)?.timer);
+  if (stop) room.typing.delete(user);
+  else {
+    // It ends by itself unless renewed: a typist whose connection died says nothing more.
+    const timer = setTimeout(() => stoppedTyping(room, user), (expires ?? 5) * 1000);
+    room.typing.set(user, { name: who, timer });
+  }
+  if (name === current) renderTyping();
+}
+
+function stoppedTyping(room, user) {
+  const typist = user && room.typing.get(user);
+  if (!typist) return;
+  clearTimeout(typist.timer);
+  room.typing.delete(user);
+  if (room.name === current) renderTyping();
+}
+
+function clearTyping(room) {
+  for (const { timer } of room.typing.values()) clearTimeout(timer);
+  room.typing.clear();
+}
+
+function renderTyping() {
+  const room = rooms.get(current);
+  const names = room ? [...room.typing.values()].map((typist) => typist.name) : [];
+  let text = "";
+  if (names.length === 1) text = `${names[0]} is typing…`;
+  else if (names.length === 2) text = `${names[0]} and ${names[1]} are typing…`;
+  else if (names.length > 2) text = `${names[0]}, ${names[1]} and ${names.length - 2} more are typing…`;
+  $("typing").textContent = text;
+}
+
+// -- members, direct messages and notices -----------------------------------------------
 
 function renderMembers() {
   const room = rooms.get(current);
-  const names = room ? [...room.members].sort((a, b) => a.localeCompare(b)) : [];
-  $("members-title").textContent = `Members (${names.length})`;
-  const items = names.map((name) => {
+  const members = room ? [...room.members.values()] : [];
+  members.sort((a, b) => a.name.localeCompare(b.name));
+  $("members-title").textContent = `Members (${members.length})`;
+  const items = members.map((member) => {
     const item = el("li", "member");
-    item.append(el("span", "name", name));
-    if (name === me) item.append(" ", el("span", "you", "(you)"));
+    item.append(el("span", "name", member.name));
+    const self = member.user ? member.user === myUser : member.name === me;
+    if (self) item.append(" ", el("span", "you", "(you)"));
+    else if (member.user) {
+      const write = el("button", "dm-start", "Message");
+      write.type = "button";
+      write.setAttribute("aria-label", `Send ${member.name} a direct message`);
+      write.addEventListener("click", () => startDm(member));
+      item.append(" ", write);
+    }
     return item;
   });
   $("member-list").replaceChildren(...items);
+}
+
+function startDm(member) {
+  client.openDm([member.user]).then(
+    ({ room, users }) => {
+      openedDm(room, users, true);
+      closeDrawers();
+      $("message").focus();
+    },
+    (error) => failedChange(`No direct message with ${member.name}`, error),
+  );
+}
+
+// A direct-message room we opened (`show` it), or heard of.
+function openedDm(name, users, show) {
+  if (!client || !ROOM.test(name)) return;
+  removed.delete(name);
+  forgotten.delete(name);
+  addRoom(name);
+  const room = rooms.get(name);
+  room.dm ??= users.map((user) => ({ user, name: people.get(user) ?? user }));
+  if (show) select(name);
+  else renderRoomList();
 }
 
 let noticeRoom = null; // the room the notice is about, if any
@@ -453,6 +1191,38 @@ function el(tag, className = "", text = undefined) {
   if (text !== undefined) node.textContent = text;
   return node;
 }
+
+// -- phones: the room and member lists slide in over the messages -------------------------
+
+const DRAWERS = { "show-rooms": "rooms-pane", "show-members": "members-pane" };
+
+function openDrawer(toggleId) {
+  closeDrawers();
+  const pane = $(DRAWERS[toggleId]);
+  pane.classList.add("open");
+  $(toggleId).setAttribute("aria-expanded", "true");
+  (pane.querySelector("[aria-current='true']") ?? pane.querySelector("button, input"))?.focus();
+}
+
+function closeDrawers() {
+  for (const [toggleId, paneId] of Object.entries(DRAWERS)) {
+    $(paneId).classList.remove("open");
+    $(toggleId).setAttribute("aria-expanded", "false");
+  }
+}
+
+for (const toggleId of Object.keys(DRAWERS)) {
+  $(toggleId).addEventListener("click", () => {
+    if ($(DRAWERS[toggleId]).classList.contains("open")) closeDrawers();
+    else openDrawer(toggleId);
+  });
+  $(DRAWERS[toggleId]).addEventListener("keydown", (event) => {
+    if (event.key !== "Escape" || !$(DRAWERS[toggleId]).classList.contains("open")) return;
+    closeDrawers();
+    $(toggleId).focus();
+  });
+}
+document.querySelector("main.room").addEventListener("pointerdown", closeDrawers);
 
 // -- start ------------------------------------------------------------------------------
 

@@ -4,7 +4,23 @@
 
 const ROOM = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$/;
 // The frame that answers each request (when it is not refused).
-const ANSWER = { join: "joined", leave: "left", send: "ack", history: "history", ping: "pong" };
+const ANSWER = {
+  join: "joined",
+  leave: "left",
+  send: "ack",
+  history: "history",
+  ping: "pong",
+  edit: "ack",
+  delete: "ack",
+  react: "ack",
+  moderate: "ack",
+  role: "ack",
+  rooms: "rooms",
+  dm: "dm",
+};
+// What a room's seq stream holds: each is delivered once, in seq order, as an event of
+// its own type, and moves the room's last seq (so a resume's since counts them all).
+const EVENTS = new Set(["message", "edit", "delete", "reaction", "moderation"]);
 // Refusals of the connection itself: the server closes it next (1008), and trying again
 // with the same name or token would only be refused again.
 const REFUSED = new Set(["unauthorized", "token_expired", "token_not_yet_valid", "invalid_name"]);
@@ -31,9 +47,15 @@ export function defaultUrl(where = window.location) {
  * One connection to /v1/ws, kept up until close().
  *
  * Events (an EventTarget; `on(type, fn)` passes `event.detail` to fn):
- *   message  {room, seq, from, text, ts}      each message once, in seq order per room
- *   joined   {room, seq, members, resumed, reset}   after every (re)join
- *   presence {room, joined, left}
+ *   message, edit, delete, reaction, moderation   a room's events (its seq stream), each
+ *            once, in seq order per room, as the server sends them
+ *   joined   {room, seq, members, people, resumed, reset}   after every (re)join
+ *   presence {room, joined, left, joined_people, left_people}
+ *   read     {room, seq, unread}                what the user has read, from any device
+ *   receipt  {room, user, name, seq}           another member has read up to seq
+ *   typing   {room, user, name, expires_in | stop}
+ *   left     {room, reason}                    the server removed us from a room (kicked)
+ *   dm       {room, users}                     a dm frame no openDm() was waiting for
  *   welcome  {user, name, guest, expires, guest_token, epoch}   who the server takes us for
  *            (a guest's guest_token is what brings it back as itself: keep it)
  *   error    {code, message, room?}           a refusal no promise was waiting for
@@ -124,17 +146,96 @@ export class HubbubClient extends EventTarget {
     return joined;
   }
 
-  /** Leave `room`: no more of its messages; its queued requests are rejected. */
-  leave(room) {
+  /** Leave `room`: no more of its messages; its queued requests are rejected. `forget`:
+   * end the user's membership too (the room leaves the user's list on every device). */
+  leave(room, { forget = false } = {}) {
     if (!this._rooms.has(room)) return;
     this._forgetRoom(room, new HubbubError("left", `left room ${room}`));
-    if (this.state === "connected") this._write({ frame: { type: "leave", room }, ...IGNORE });
+    const frame = forget ? { type: "leave", room, forget: true } : { type: "leave", room };
+    if (this.state === "connected") this._write({ frame, ...IGNORE });
   }
 
-  /** Post `text` to a joined room; resolves with the message's seq once the server stored it. */
-  send(room, text) {
-    const ref = `c${++this._refs}`;
-    return this._request({ type: "send", room, text, ref }).then((ack) => ack.seq);
+  /** The seq of the last event delivered in `room` (or its seq when first joined); null
+   * before its first join is answered or when not joined. */
+  lastSeq(room) {
+    return this._rooms.get(room)?.last ?? null;
+  }
+
+  /** Post `text` to a joined room, optionally as a reply to message `replyTo` and with
+   * application `data` (a JSON object); resolves with the message's seq once stored. */
+  send(room, text, { replyTo, data } = {}) {
+    const frame = { type: "send", room, text, ref: this._ref() };
+    if (replyTo !== undefined && replyTo !== null) frame.reply_to = replyTo;
+    if (data !== undefined && data !== null) frame.data = data;
+    return this._request(frame).then((ack) => ack.seq);
+  }
+
+  /** Replace the text (and `data`, if given) of one's own message `seq`; resolves with
+   * the seq of the edit event. */
+  edit(room, seq, text, { data } = {}) {
+    const frame = { type: "edit", room, seq, text, ref: this._ref() };
+    if (data !== undefined && data !== null) frame.data = data;
+    return this._request(frame).then((ack) => ack.seq);
+  }
+
+  /** Delete message `seq` (one's own, or any as a moderator); resolves with the seq of
+   * the delete event. */
+  delete(room, seq) {
+    return this._request({ type: "delete", room, seq, ref: this._ref() }).then((ack) => ack.seq);
+  }
+
+  /** Add (or with `remove`, take back) one's `emoji` on message `seq`; resolves with the
+   * seq of the reaction event, or null when nothing changed (it was there already). */
+  react(room, seq, emoji, { remove = false } = {}) {
+    const frame = { type: "react", room, seq, emoji, ref: this._ref() };
+    if (remove) frame.remove = true;
+    return this._request(frame).then((ack) => ack.seq ?? null);
+  }
+
+  /** Tell the server the user has read `room` up to `seq`; every connection of the user
+   * then gets a `read` event. Fire and forget: it waits for the room like a send. */
+  read(room, seq) {
+    if (this._closed || !this._rooms.has(room)) return;
+    this._request({ type: "read", room, seq }, { silent: true }).catch(() => {});
+  }
+
+  /** Say the user is typing in `room` (or has `stop`ped). Fire and forget, and only now:
+   * it is dropped when the room is not joined on a live connection. */
+  typing(room, stop = false) {
+    if (this._closed || !this._rooms.get(room)?.ready) return;
+    const frame = stop ? { type: "typing", room, stop: true } : { type: "typing", room };
+    this._write({ frame, ...IGNORE, silent: true });
+  }
+
+  /** The user's rooms, from the server: resolves with [{room, seq, read, unread, role, dm?}].
+   * (Not `rooms()`: `rooms` is the list of the rooms this client joined.) */
+  listRooms() {
+    return this._request({ type: "rooms", ref: this._ref() }).then((answer) => answer.rooms);
+  }
+
+  /** The direct-message room of the user and `users` (ids); resolves with {room, users}.
+   * Join it to read and write it. */
+  openDm(users) {
+    return this._request({ type: "dm", users, ref: this._ref() }).then(({ room, users: all }) => ({
+      room,
+      users: all,
+    }));
+  }
+
+  /** A moderator's `action` (kick, ban, unban, mute, unmute) on member `user` of `room`;
+   * resolves with the seq of the moderation event. */
+  moderate(room, user, action, reason) {
+    const frame = { type: "moderate", room, user, action, ref: this._ref() };
+    if (reason !== undefined && reason !== null) frame.reason = reason;
+    return this._request(frame).then((ack) => ack.seq);
+  }
+
+  /** An owner makes member `user` of `room` a "moderator" or a "member" again; resolves
+   * with the seq of the moderation event. */
+  setRole(room, user, role) {
+    return this._request({ type: "role", room, user, role, ref: this._ref() }).then(
+      (ack) => ack.seq,
+    );
   }
 
   /** Up to `limit` messages of a joined room with seq < `before` (or the newest), ascending. */
@@ -151,16 +252,23 @@ export class HubbubClient extends EventTarget {
 
   // -- requests ---------------------------------------------------------------------
 
-  // A request about a room, sent again on the next connection if this one drops before
-  // the answer. It waits until its room is joined on the current connection.
-  _request(frame) {
+  _ref() {
+    return `c${++this._refs}`;
+  }
+
+  // A request, sent again on the next connection if this one drops before the answer. One
+  // about a room waits until its room is joined on the current connection; one about no
+  // room (rooms, dm) until there is a connection. A `silent` one gets no answer when done.
+  _request(frame, { silent = false } = {}) {
     if (this._closed) return Promise.reject(closedError());
-    if (!this._rooms.has(frame.room)) {
+    if (frame.room !== undefined && !this._rooms.has(frame.room)) {
       return Promise.reject(new HubbubError("not_joined", `join ${frame.room} first`));
     }
     return new Promise((resolve, reject) => {
-      const request = { frame, resolve, reject, again: true };
-      if (this._rooms.get(frame.room).ready) this._write(request);
+      const request = { frame, resolve, reject, again: true, silent };
+      const ready =
+        frame.room === undefined ? this.state === "connected" : this._rooms.get(frame.room).ready;
+      if (ready) this._write(request);
       else this._queue.push(request);
     });
   }
@@ -190,14 +298,27 @@ export class HubbubClient extends EventTarget {
     });
   }
 
-  // An answer goes to the oldest request in flight of its kind, room and ref (an ack
-  // carries the ref of its send). Frames of kinds this client does not know are ignored.
+  // An answer goes to the request in flight of its kind with its ref (ack, rooms and dm
+  // carry the ref of their request), or without one to the oldest of its kind and room.
+  // Frames of kinds this client does not know are ignored. True if it answered one.
   _answer(frame) {
     const index = this._inflight.findIndex(
       ({ frame: asked }) =>
-        ANSWER[asked.type] === frame.type && asked.room === frame.room && asked.ref === frame.ref,
+        ANSWER[asked.type] === frame.type &&
+        (asked.ref !== undefined ? asked.ref === frame.ref : asked.room === frame.room),
     );
-    if (index >= 0) this._inflight.splice(index, 1)[0].resolve(frame);
+    if (index < 0) return false;
+    this._take(index).resolve(frame);
+    return true;
+  }
+
+  // Take the request in flight at `index` out. The silent ones written before it are done
+  // too: the server handles a connection's frames one at a time and answers each in turn
+  // (and those it did not refuse get no answer).
+  _take(index) {
+    const [request] = this._inflight.splice(index, 1);
+    if (request) this._inflight = this._inflight.filter((r, i) => i >= index || !r.silent);
+    return request;
   }
 
   // A refusal carries the ref of the refused frame when it had one. Otherwise it is the
@@ -210,7 +331,7 @@ export class HubbubClient extends EventTarget {
     }
     const index =
       frame.ref === undefined ? 0 : this._inflight.findIndex((r) => r.frame.ref === frame.ref);
-    const [request] = index >= 0 ? this._inflight.splice(index, 1) : [];
+    const request = index >= 0 ? this._take(index) : undefined;
     if (request) request.reject(new HubbubError(frame.code, frame.message));
     else this._emit("error", frame);
   }
@@ -257,12 +378,20 @@ export class HubbubClient extends EventTarget {
     for (const request of waiting) if (request.frame.room === room) request.reject(error);
   }
 
-  _onMessage(message) {
-    const entry = this._rooms.get(message.room);
+  // An event of a room's seq stream (a message, edit, delete, reaction or moderation).
+  _onEvent(event) {
+    const entry = this._rooms.get(event.room);
     // Once and in order: nothing after leaving, nothing at or below what was delivered.
-    if (!entry || (entry.last !== null && message.seq <= entry.last)) return;
-    entry.last = message.seq;
-    this._emit("message", message);
+    if (!entry || (entry.last !== null && event.seq <= entry.last)) return;
+    entry.last = event.seq;
+    this._emit(event.type, event);
+  }
+
+  // A moderator removed this connection from `room` (`left` with a reason): forget it.
+  _onRemoved(frame) {
+    if (!this._rooms.has(frame.room)) return; // left by ourselves meanwhile
+    this._forgetRoom(frame.room, new HubbubError(frame.reason, `removed from ${frame.room}`));
+    this._emit("left", frame);
   }
 
   // -- the connection ---------------------------------------------------------------
@@ -278,8 +407,9 @@ export class HubbubClient extends EventTarget {
   }
 
   _onOpen() {
-    // Requests for a room go once it is joined again (see _onJoined).
+    // Requests for a room go once it is joined again (see _onJoined); the others now.
     for (const [room, entry] of this._rooms) this._sendJoin(room, entry);
+    this._flush(undefined);
     this._startHeartbeat();
     this._setState("connected");
   }
@@ -287,11 +417,20 @@ export class HubbubClient extends EventTarget {
   _onFrame(frame) {
     this._heard = true;
     this._attempt = 0; // the server answers: the next drop starts the backoff afresh
+    if (EVENTS.has(frame.type)) return this._onEvent(frame);
     switch (frame.type) {
-      case "message":
-        return this._onMessage(frame);
       case "presence":
-        if (this._rooms.has(frame.room)) this._emit("presence", frame);
+      case "receipt":
+      case "typing":
+        if (this._rooms.has(frame.room)) this._emit(frame.type, frame);
+        return;
+      case "read": // for any room of the user's, joined here or not
+        return this._emit("read", frame);
+      case "left":
+        if (frame.reason !== undefined) return this._onRemoved(frame);
+        return this._answer(frame);
+      case "dm":
+        if (!this._answer(frame)) this._emit("dm", frame);
         return;
       case "welcome":
         this.name = frame.name;
@@ -307,8 +446,8 @@ export class HubbubClient extends EventTarget {
 
   _onClose(event) {
     this._forget(this._ws);
-    // No answer comes on this socket any more. Sends and history requests go again on the
-    // next one, before anything asked since; joins are redone anyway; leaves are done.
+    // No answer comes on this socket any more. Requests go again on the next one, before
+    // anything asked since; joins are redone anyway; leaves, pings and typing are done.
     this._queue = [...this._inflight.filter((request) => request.again), ...this._queue];
     this._inflight = [];
     for (const entry of this._rooms.values()) entry.ready = false;
