@@ -364,3 +364,36 @@ async def test_a_user_stays_known_while_another_of_its_connections_is_open(hub: 
     assert (first.closed, second.closed) == ([], [(1008, "disconnected by the server")])
     hub.drop(second)  # type: ignore[arg-type]
     assert await hub.disconnect_user("ann") == 0
+
+
+async def test_a_ban_that_arrives_while_a_join_is_under_way_refuses_that_join(
+    tmp_path: Path,
+) -> None:
+    # The ban's event reached the feed while the join was awaiting the store, after its
+    # ban check and before the member was added: the user used to stay in the room.
+    from hubbub.auth import Identity
+    from hubbub.errors import ErrorCode, ProtocolError
+    from hubbub.stores.chat import ModerationChange
+
+    store = store_from_url(f"sqlite:///{tmp_path}/h.db")
+    hub = Hub(Settings(), MemoryBroker(), store)
+    await hub.start()
+    watcher, troll = SpyConnection(), SpyConnection()
+    ann = Identity("ann", "Ann", ("*",), ("*",))
+    bob = Identity("bob", "Bob", ("*",), ("*",))
+    await hub.join_room(watcher, "r", ann, None, lambda last, members: None)  # type: ignore[arg-type]
+    await store.join_member("r", "bob", "Bob")
+    join_member = store.join_member
+
+    async def banned_meanwhile(room: str, user: str, name: str) -> object:
+        standing = await join_member(room, user, name)
+        await hub.moderate(room, ModerationChange("ban", "bob", "srv", "srv", "owner"))
+        return standing
+
+    store.join_member = banned_meanwhile  # type: ignore[method-assign]
+    with pytest.raises(ProtocolError) as refused:
+        await hub.join_room(troll, "r", bob, None, lambda last, members: None)  # type: ignore[arg-type]
+    assert refused.value.code == ErrorCode.BANNED
+    assert not hub.is_member(troll, "r")  # type: ignore[arg-type]
+    assert "bob" not in hub.presence.members("r")
+    await hub.stop()

@@ -408,6 +408,12 @@ class Hub:
             raise NameTaken(f"{identity.name!r} is already in {room}")
         await self.store.join_member(room, identity.user, identity.name)
         await self.presence.add(room, identity.user, identity.name)
+        standing = feed.standings.get(identity.user)
+        if standing is not None and standing.banned:  # the ban reached the feed meanwhile
+            await self.presence.remove(room, identity.user)
+            if not feed.members and self._feeds.get(room) is feed:
+                await self._close_feed(room)
+            raise ProtocolError(ErrorCode.BANNED, f"you are banned from {room}")
         after = last if since is None else min(since, last)
         member = feed.add(connection, identity.user, identity.name, after, since is not None)
         self._rooms_of.setdefault(connection, set()).add(room)
