@@ -166,9 +166,11 @@ class RoomSession:
     async def handle(self, raw: str) -> None:
         """Act on one incoming text frame; refusals become ``error`` frames."""
         try:
+            frame = protocol.decode(raw)
             if not self.rate.take():
-                raise ProtocolError(ErrorCode.RATE_LIMITED, "too many frames; slow down")
-            await self.dispatch(protocol.decode(raw))
+                ref = getattr(frame, "ref", None)
+                raise ProtocolError(ErrorCode.RATE_LIMITED, "too many frames; slow down", ref)
+            await self.dispatch(frame)
         except ProtocolError as exc:
             answer(self.connection, exc)
             if not self.errors.take():
