@@ -281,6 +281,74 @@ async def test_read_state_and_unread_counts_follow_the_user_to_every_device(
         await client.close()
 
 
+async def test_every_device_hears_when_a_room_enters_or_leaves_the_users_list(
+    chat_server: ServerProcess,
+) -> None:
+    ann = await RoomClient.open(chat_server.ws(""), "ann")
+    token = (await ann.next_of("welcome"))["guest_token"]
+    tab = await RoomClient.open(chat_server.ws(""), query=f"guest={token}")
+    mod = await RoomClient.open(chat_server.ws(""), "mod")
+    ann_id, mod_id = await user_of(ann), await user_of(mod)
+    await mod.join("news")
+    status, _ = api(chat_server, "PUT", f"/api/v1/rooms/news/roles/{mod_id}", {"role": "moderator"})
+    assert status == 200
+
+    def notices(client: RoomClient) -> list[dict[str, Any]]:
+        return [f for f in client.frames if f["type"] == "membership"]
+
+    def mark() -> list[int]:
+        return [len(ann.frames), len(tab.frames)]
+
+    async def told(since: list[int], **change: Any) -> None:
+        for client, start in zip((ann, tab), since, strict=True):  # the tab too: same user
+            await client.next_of("membership", start, **change)
+
+    since = mark()
+    await ann.join("news")
+    await told(since, room="news", member=True)
+    await tab.join("news")  # listed already: no news for anybody
+    since = mark()
+    await request(mod, "moderate", room="news", user=ann_id, action="kick")
+    kicked = {"room": "news", "member": False, "reason": "kicked"}
+    await told(since, **kicked)
+    # In order on the user's channel: the tab's join said nothing in between.
+    assert notices(tab) == [
+        {"type": "membership", "room": "news", "member": True},
+        {"type": "membership", **kicked},
+    ]
+    assert (await request(tab, "rooms", answer="rooms"))["rooms"] == []
+    since = mark()
+    await ann.join("news")  # may come back after a kick, and the list has it again
+    await told(since, room="news", member=True)
+
+    await request(mod, "moderate", room="news", user=ann_id, action="mute")
+    bob = await RoomClient.open(chat_server.ws(""), "bob")
+    people = (await bob.join("news"))["people"]
+    assert {p["user"]: p for p in people}[ann_id] == {"user": ann_id, "name": "ann", "muted": True}
+    assert {p["user"]: p for p in people}[mod_id] == {
+        "user": mod_id,
+        "name": "mod",
+        "role": "moderator",
+    }
+    since = mark()
+    await request(mod, "moderate", room="news", user=ann_id, action="ban")
+    await told(since, room="news", member=False, reason="banned")
+    since = mark()
+    await request(mod, "moderate", room="news", user=ann_id, action="unban")
+    await told(since, room="news", member=True)
+    assert [r["room"] for r in (await request(tab, "rooms", answer="rooms"))["rooms"]] == ["news"]
+    await ann.join("news")
+    mark = len(tab.frames)
+    await ann.send(type="leave", room="news", forget=True)
+    await tab.next_of("membership", mark, room="news", member=False, reason="forgot")
+    # A role given by the HTTP API to a user who is no member makes it one, and says so.
+    status, _ = api(chat_server, "PUT", f"/api/v1/rooms/staff/roles/{ann_id}", {"role": "owner"})
+    assert status == 200
+    await tab.next_of("membership", mark, room="staff", member=True)
+    for client in (ann, tab, mod, bob):
+        await client.close()
+
+
 async def test_a_direct_message_is_found_by_both_and_closed_to_others(
     chat_server: ServerProcess,
 ) -> None:

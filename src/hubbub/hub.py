@@ -42,6 +42,8 @@ logger = logging.getLogger("hubbub.hub")
 
 ROOM_PREFIX = "room:"  # broker channels of rooms; other channels are plain fan-out
 CONTROL_CHANNEL = "control:~"  # disconnect-user requests between processes
+# Moderation that changes the member's list of rooms: (in it now, why not)
+LIST_CHANGES = {"kick": (False, "kicked"), "ban": (False, "banned"), "unban": (True, None)}
 USER_CHANNEL = "user:~"  # frames for every connection of one user, on every process
 
 
@@ -390,13 +392,6 @@ class Hub:
                 raise
             if self._feeds.get(room) is feed:
                 break
-        standing = feed.standings.get(identity.user) or await self.store.membership(
-            room, identity.user
-        )
-        if standing is not None and standing.banned:
-            if not feed.members:
-                await self._close_feed(room)
-            raise ProtocolError(ErrorCode.BANNED, f"you are banned from {room}")
         held = self.presence.members(room).get(identity.user)
         if self._name_taken(room, identity) or (held is not None and held != identity.name):
             # One name per user in a room: not another user's, nor (from another tab or
@@ -406,10 +401,14 @@ class Hub:
             if held is not None and held != identity.name:
                 raise NameTaken(f"you are in {room} as {held!r} already")
             raise NameTaken(f"{identity.name!r} is already in {room}")
-        await self.store.join_member(room, identity.user, identity.name)
+        # One write: the stored standing says whether the user is banned.
+        standing, listed = await self.store.join_member(room, identity.user, identity.name)
+        if standing.banned or self._banned(feed, identity.user):
+            if not feed.members and self._feeds.get(room) is feed:
+                await self._close_feed(room)
+            raise ProtocolError(ErrorCode.BANNED, f"you are banned from {room}")
         await self.presence.add(room, identity.user, identity.name)
-        standing = feed.standings.get(identity.user)
-        if standing is not None and standing.banned:  # the ban reached the feed meanwhile
+        if self._banned(feed, identity.user):  # the ban reached the feed meanwhile
             await self.presence.remove(room, identity.user)
             if not feed.members and self._feeds.get(room) is feed:
                 await self._close_feed(room)
@@ -418,8 +417,37 @@ class Hub:
         member = feed.add(connection, identity.user, identity.name, after, since is not None)
         self._rooms_of.setdefault(connection, set()).add(room)
         announce(last, self.presence.members(room))
+        if listed:
+            self.push_to_user(identity.user, protocol.MembershipNotice(room=room, member=True))
         if since is not None:
             await feed.catch_up(member)
+
+    @staticmethod
+    def _banned(feed: RoomFeed, user: str) -> bool:
+        standing = feed.standings.get(user)
+        return standing is not None and standing.banned
+
+    async def add_member(self, room: str, user: str, name: str) -> Membership:
+        """Make ``user`` a stored member of ``room`` without joining it anywhere (the
+        HTTP API); its devices are told if the room is new in its list."""
+        standing, listed = await self.store.join_member(room, user, name)
+        if listed:
+            self.push_to_user(user, protocol.MembershipNotice(room=room, member=True))
+        return standing
+
+    async def forget_member(self, room: str, user: str) -> None:
+        """End ``user``'s membership of ``room``; every device of it is told."""
+        await self.store.forget_member(room, user)
+        self.push_to_user(user, protocol.MembershipNotice(room=room, member=False, reason="forgot"))
+
+    def person(self, room: str, user: str, name: str) -> Person:
+        """``user`` as a member list shows it: with its role and mute, as known here."""
+        feed = self._feeds.get(room)
+        standing = feed.standings.get(user) if feed is not None else None
+        if standing is None:
+            return Person(user, name)
+        role = None if standing.role == "member" else standing.role
+        return Person(user, name, role=role, muted=standing.muted or None)
 
     def _name_taken(self, room: str, identity: Identity) -> bool:
         # Names are compared as people read them: NFKC and case folded.
@@ -492,6 +520,10 @@ class Hub:
         process applies it when the event reaches its feed of the room."""
         event = await self.store.moderate(room, change, protocol.timestamp())
         self._publish_event(room, event)
+        if change.action in LIST_CHANGES:
+            member, reason = LIST_CHANGES[change.action]
+            notice = protocol.MembershipNotice(room=room, member=member, reason=reason)
+            self.push_to_user(change.member, notice)
         return event
 
     def _publish_event(self, room: str, event: RoomEvent) -> None:
@@ -660,7 +692,7 @@ class Hub:
             room=room,
             joined=[name for _, name in joined],
             left=[name for _, name in left],
-            joined_people=[Person(user, name) for user, name in joined] or None,
+            joined_people=[self.person(room, user, name) for user, name in joined] or None,
             left_people=[Person(user, name) for user, name in left] or None,
         )
         frame = OutFrame(protocol.encode(presence))

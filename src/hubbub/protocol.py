@@ -313,11 +313,14 @@ RoomEvent = Message | Edit | Delete | Reaction | Moderation
 """What a room's ``seq`` stream holds."""
 
 
-class Person(Struct):
-    """A user, and the name it goes by."""
+class Person(Struct, omit_defaults=True):
+    """A user, and the name it goes by; in a room's member list also its ``role`` (if
+    not ``member``) and whether it is ``muted`` (only if it is)."""
 
     user: str
     name: str
+    role: str | None = None
+    muted: bool | None = None
 
 
 class Joined(Frame, tag="joined", omit_defaults=True):
@@ -423,6 +426,15 @@ class DmOpened(Frame, tag="dm", omit_defaults=True):
     ref: str | int | None = None
 
 
+class MembershipNotice(Frame, tag="membership", omit_defaults=True):
+    """Pushed to every connection of a user when the room enters its list (``member``)
+    or leaves it (with ``reason``: ``forgot``, ``kicked``, ``banned``)."""
+
+    room: str
+    member: bool
+    reason: str | None = None
+
+
 class Error(Frame, tag="error", omit_defaults=True):
     """A refused frame; the connection stays open unless a close follows."""
 
@@ -450,6 +462,7 @@ ServerFrame = (
     | TypingNotice
     | RoomList
     | DmOpened
+    | MembershipNotice
 )
 
 _decoder: msgspec.json.Decoder[ClientFrame] = msgspec.json.Decoder(ClientFrame)

@@ -267,7 +267,7 @@ async def test_retention_prunes_every_kind_on_any_seq(open_store: OpenStore) -> 
 async def test_moderation_changes_standing_and_is_an_event(open_store: OpenStore) -> None:
     store = await open_store()
     await store.append("r", "Ann", "hi", TS, user="ann")
-    assert await store.join_member("r", "spam", "Spammer") == Membership()
+    assert await store.join_member("r", "spam", "Spammer") == (Membership(), True)
     await store.mark_read("r", "spam", 1)
     ban = await store.moderate("r", moderation("ban", "spam", reason="spam"), LATER)
     assert ban == Moderation(
@@ -284,15 +284,20 @@ async def test_moderation_changes_standing_and_is_an_event(open_store: OpenStore
     assert await store.membership("r", "spam") == banned
     assert await store.standings("r") == {"spam": banned}
     assert await store.read("r", after=1) == [ban]
-    assert await store.join_member("r", "spam", "Again") == banned  # joining keeps a ban
+    # joining keeps a ban, and the room out of the banned user's list
+    assert await store.join_member("r", "spam", "Again") == (banned, False)
+    assert await store.user_rooms("spam") == []
     await store.moderate("r", moderation("unban", "spam"), LATER)
     await store.moderate("r", moderation("mute", "spam"), LATER)
     assert await store.standings("r") == {"spam": Membership(muted=True, read=1)}
     await store.moderate("r", moderation("unmute", "spam"), LATER)
     assert await store.standings("r") == {}
+    assert [s.room for s in await store.user_rooms("spam")] == ["r"]  # unbanned: listed
     kick = await store.moderate("r", moderation("kick", "spam"), LATER)
     assert (kick.seq, kick.action) == (6, "kick")
     assert await store.membership("r", "spam") == Membership(read=1)
+    assert await store.user_rooms("spam") == []  # a kick ends the membership
+    assert await store.join_member("r", "spam", "Back") == (Membership(read=1), True)
 
     role = await store.moderate("r", moderation("role", "spam", "owner", role="moderator"), TS)
     assert (role.seq, role.action, role.role) == (7, "role", "moderator")
@@ -333,13 +338,14 @@ async def test_membership_join_forget_and_rejoin(open_store: OpenStore) -> None:
     assert await store.membership("r", "ann") is None
     await store.forget_member("r", "ann")  # no row: nothing to do
     assert await store.membership("r", "ann") is None
-    assert await store.join_member("r", "ann", "Ann") == Membership()
+    assert await store.join_member("r", "ann", "Ann") == (Membership(), True)
+    assert await store.join_member("r", "ann", "Ann") == (Membership(), False)  # listed already
     await store.moderate("r", moderation("role", "ann", "owner", role="moderator"), TS)
     assert [s.room for s in await store.user_rooms("ann")] == ["r"]
     await store.forget_member("r", "ann")
     assert await store.user_rooms("ann") == []
     assert await store.membership("r", "ann") == Membership(role="moderator")  # kept
-    assert await store.join_member("r", "ann", "Ann B") == Membership(role="moderator")
+    assert await store.join_member("r", "ann", "Ann B") == (Membership(role="moderator"), True)
     assert [s.room for s in await store.user_rooms("ann")] == ["r"]
 
 

@@ -287,7 +287,7 @@ def api_router(hub: Hub) -> APIRouter:
     ) -> EventOut:
         """Give a user a role in a room (making it a member first if it is not one)."""
         if await hub.store.membership(room, user) is None:
-            await hub.store.join_member(room, user, user)
+            await hub.add_member(room, user, user)
         change = ModerationChange("role", user, "server", "server", "owner", role=body.role)
         try:
             event = await hub.moderate(room, change)

@@ -303,7 +303,7 @@ class RoomSession:
                                 epoch=self.hub.epoch,
                                 reset=reset,
                                 people=[
-                                    Person(user, name)
+                                    self.hub.person(room, user, name)
                                     for user, name in sorted(
                                         members.items(), key=lambda item: (item[1], item[0])
                                     )
@@ -328,7 +328,7 @@ class RoomSession:
                 await self.hub.leave_room(self.connection, room)
                 if forget:
                     async with self.storing(room, None, "membership kept"):
-                        await self.hub.store.forget_member(room, identity.user)
+                        await self.hub.forget_member(room, identity.user)
                 self.reply(protocol.Left(room=room))
             case protocol.History(room=room, before=before, limit=limit):
                 self.require_member(room, None)

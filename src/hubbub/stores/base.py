@@ -149,9 +149,10 @@ class Store(ABC):
         """Every room with messages, and its last ``seq``."""
 
     @abstractmethod
-    async def join_member(self, room: str, user: str, name: str) -> Membership:
+    async def join_member(self, room: str, user: str, name: str) -> tuple[Membership, bool]:
         """Make ``user`` a member of ``room`` (or keep it one, under ``name``, and undo a
-        ``forget_member``); its standing."""
+        ``forget_member`` or a kick, unless it is banned); its standing, and whether
+        the room is in its list now and was not before."""
 
     @abstractmethod
     async def forget_member(self, room: str, user: str) -> None:

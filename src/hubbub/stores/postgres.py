@@ -110,9 +110,13 @@ WHERE m.user_id = $1 AND NOT m.forgotten AND NOT m.banned
 ORDER BY m.room
 """
 JOIN = """
+WITH before AS (
+    SELECT forgotten FROM hubbub_room_members WHERE room = $1 AND user_id = $2
+)
 INSERT INTO hubbub_room_members (room, user_id, name) VALUES ($1, $2, $3)
-ON CONFLICT (room, user_id) DO UPDATE SET name = excluded.name, forgotten = false
-RETURNING role, banned, muted, read_seq
+ON CONFLICT (room, user_id) DO UPDATE SET name = excluded.name,
+    forgotten = hubbub_room_members.forgotten AND hubbub_room_members.banned
+RETURNING role, banned, muted, read_seq, coalesce((SELECT forgotten FROM before), true) AS new
 """
 ERASED = '{"deleted":true}'  # the extra of an edit whose message is deleted
 
@@ -217,13 +221,14 @@ class PostgresStore(Store):
             member = None if record is None else _membership(record)
             standing, event = chat.moderate(member, change)
             await conn.execute(
-                "UPDATE hubbub_room_members SET role = $3, banned = $4, muted = $5 "
-                "WHERE room = $1 AND user_id = $2",
+                "UPDATE hubbub_room_members SET role = $3, banned = $4, muted = $5, "
+                "forgotten = forgotten OR $6 WHERE room = $1 AND user_id = $2",
                 room,
                 change.member,
                 standing.role,
                 standing.banned,
                 standing.muted,
+                change.action == "kick",  # a kick ends the membership
             )
             event.ts = ts
             await _insert(conn, room, event)
@@ -284,8 +289,10 @@ class PostgresStore(Store):
         )
         return [(str(r["name"]), int(r["last_seq"])) for r in rows]
 
-    async def join_member(self, room: str, user: str, name: str) -> Membership:
-        return _membership(await self.pool.fetchrow(JOIN, room, user, name))
+    async def join_member(self, room: str, user: str, name: str) -> tuple[Membership, bool]:
+        record = await self.pool.fetchrow(JOIN, room, user, name)
+        standing = _membership(record)
+        return standing, not standing.banned and bool(record["new"])
 
     async def forget_member(self, room: str, user: str) -> None:
         await self.pool.execute(

@@ -97,7 +97,9 @@ ORDER BY m.room
 """
 JOIN = (
     "INSERT INTO room_members (room, user_id, name) VALUES (?, ?, ?) "
-    "ON CONFLICT (room, user_id) DO UPDATE SET name = excluded.name, forgotten = 0 "
+    # a banned user's hidden membership stays hidden
+    "ON CONFLICT (room, user_id) DO UPDATE SET name = excluded.name, "
+    "forgotten = forgotten AND banned "
     "RETURNING role, banned, muted, read_seq"
 )
 ERASED = '{"deleted":true}'  # the extra of an edit whose message is deleted
@@ -238,9 +240,16 @@ class SqliteStore(Store):
         def apply(db: sqlite3.Connection) -> Row:
             standing, event = chat.moderate(_member(db, room, change.member), change)
             db.execute(
-                "UPDATE room_members SET role = ?, banned = ?, muted = ? "
-                "WHERE room = ? AND user_id = ?",
-                (standing.role, standing.banned, standing.muted, room, change.member),
+                "UPDATE room_members SET role = ?, banned = ?, muted = ?, "
+                "forgotten = forgotten OR ? WHERE room = ? AND user_id = ?",
+                (
+                    standing.role,
+                    standing.banned,
+                    standing.muted,
+                    change.action == "kick",  # a kick ends the membership
+                    room,
+                    change.member,
+                ),
             )
             event.ts = ts
             _insert(db, room, event, retention)
@@ -288,10 +297,15 @@ class SqliteStore(Store):
 
         return await self._run(rooms)
 
-    async def join_member(self, room: str, user: str, name: str) -> Membership:
-        return await self._write(
-            lambda db: _membership(db.execute(JOIN, (room, user, name)).fetchone())
-        )
+    async def join_member(self, room: str, user: str, name: str) -> tuple[Membership, bool]:
+        def join(db: sqlite3.Connection) -> tuple[Membership, bool]:
+            before = db.execute(
+                "SELECT forgotten FROM room_members WHERE room = ? AND user_id = ?", (room, user)
+            ).fetchone()
+            standing = _membership(db.execute(JOIN, (room, user, name)).fetchone())
+            return standing, not standing.banned and (before is None or bool(before[0]))
+
+        return await self._write(join)
 
     async def forget_member(self, room: str, user: str) -> None:
         def forget(db: sqlite3.Connection) -> None:

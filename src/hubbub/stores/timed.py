@@ -99,7 +99,7 @@ class TimedStore(Store):
     async def rooms(self) -> list[tuple[str, int]]:
         return await self._timed("rooms", self.inner.rooms())
 
-    async def join_member(self, room: str, user: str, name: str) -> Membership:
+    async def join_member(self, room: str, user: str, name: str) -> tuple[Membership, bool]:
         return await self._timed("join_member", self.inner.join_member(room, user, name))
 
     async def forget_member(self, room: str, user: str) -> None:
