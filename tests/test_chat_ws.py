@@ -5,8 +5,10 @@ list, direct messages, typing and moderation, and a defined answer to bad input.
 from __future__ import annotations
 
 import json
+import signal
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -279,6 +281,47 @@ async def test_read_state_and_unread_counts_follow_the_user_to_every_device(
     assert (await request(tab, "rooms", answer="rooms"))["rooms"] == []
     for client in (ann, tab, bob):
         await client.close()
+
+
+async def test_a_send_with_an_id_is_stored_once_through_a_server_kill(
+    start_server: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    store = ("--store-url", f"sqlite:///{tmp_path}/hubbub.db", "--api-key", KEY)
+    server = start_server(*store)
+    ann = await RoomClient.open(server.ws(""), "ann")
+    token = (await ann.next_of("welcome"))["guest_token"]
+    bob = await RoomClient.open(server.ws(""), "bob")
+    for client in (ann, bob):
+        await client.join("r")
+    first = await request(ann, "send", room="r", text="once", id="m-1")
+    assert (first["seq"], "repeat" in first) == (1, False)
+    again = await request(ann, "send", room="r", text="once", id="m-1")
+    assert (again["type"], again["seq"], again["repeat"]) == ("ack", 1, True)
+    for bad in ("has space", "", "x" * 65, 7):
+        assert (await request(ann, "send", room="r", text="x", id=bad))["code"] == "bad_frame"
+    await ann.say("r", "after")  # bob gets it after anything the repeat might have sent
+    await bob.next_of("message", text="after")
+    assert [f["text"] for f in bob.frames if f["type"] == "message"] == ["once", "after"]
+    for client in (ann, bob):
+        await client.close()
+
+    # The server dies; the client, not knowing whether its send was stored, sends again.
+    server.signal(signal.SIGKILL)
+    server.wait()
+    server = start_server(*store)
+    back = await RoomClient.open(server.ws(""), query=f"guest={token}")
+    await back.join("r")
+    repeat = await request(back, "send", room="r", text="once", id="m-1")
+    assert (repeat["seq"], repeat["repeat"]) == (1, True)
+    status, page = api(server, "GET", "/api/v1/rooms/r/messages")
+    assert status == 200
+    assert [m["text"] for m in page["messages"]] == ["once", "after"]
+    # The HTTP API keeps ids too: 201 once, then 200 with the first seq.
+    post = {"text": "from the backend", "user": "svc", "id": "job-7"}
+    assert api(server, "POST", "/api/v1/rooms/r/messages", post)[0] == 201
+    status, body = api(server, "POST", "/api/v1/rooms/r/messages", post)
+    assert (status, body["seq"], body["repeat"]) == (200, 3, True)
+    await back.close()
 
 
 async def test_every_device_hears_when_a_room_enters_or_leaves_the_users_list(

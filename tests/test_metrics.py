@@ -112,20 +112,25 @@ async def test_rooms_count_frames_store_operations_and_delivery_latency(
     quinn = await RoomClient.open(url, "quinn")
     await quinn.join("r")
     await pat.next_of("presence", joined=["quinn"])
+    for client in (pat, quinn):  # each one's first join puts the room in its list
+        await client.next_of("membership", room="r", member=True)
     await pat.say("r", "one")
     await pat.say("r", "two")
     await quinn.has_seqs("r", 2)
     await pat.send(type="history", room="r")
     page = await pat.next_of("history", room="r")
     assert [m["text"] for m in page["messages"]] == ["one", "two"]
+    await quinn.send(type="typing", room="r")
+    await pat.next_of("typing", room="r")
     m = Scrapes(before, scrape(server))
 
     assert m.delta("hubbub_connections_opened_total") == 2
     assert m.delta("hubbub_connections_open") == 2
-    assert m.delta("hubbub_frames_in_total") == 5  # 2 joins, 2 sends, 1 history
-    # welcome, joined, presence, 2 x (message, ack), history; welcome, joined, 2 messages
-    assert len(pat.frames) + len(quinn.frames) == 12
-    assert m.delta("hubbub_frames_out_total") == 12
+    assert m.delta("hubbub_frames_in_total") == 6  # 2 joins, 2 sends, 1 history, 1 typing
+    # welcome, joined, membership, presence, 2 x (message, ack), history, typing;
+    # welcome, joined, membership, 2 messages: pushes and signals count as well
+    assert len(pat.frames) + len(quinn.frames) == 15
+    assert m.delta("hubbub_frames_out_total") == 15
     assert m.delta("hubbub_messages_published_total") == 2
     assert m.delta("hubbub_store_operation_seconds_count", op="append") == 2
     assert m.delta("hubbub_store_operation_seconds_count", op="read") == 1

@@ -499,10 +499,20 @@ class Hub:
         user: str | None = None,
         reply_to: int | None = None,
         data: dict[str, Any] | None = None,
+        send_id: str | None = None,
     ) -> Message:
-        """Store a message (which gives it its ``seq``) and deliver it everywhere."""
+        """Store a message (which gives it its ``seq``) and deliver it everywhere. With a
+        ``send_id`` the store keeps already, nothing is stored or delivered: the store's
+        :class:`~hubbub.stores.base.AlreadySent` says which message it was."""
         message = await self.store.append(
-            room, sender, text, protocol.timestamp(), user=user, reply_to=reply_to, data=data
+            room,
+            sender,
+            text,
+            protocol.timestamp(),
+            user=user,
+            reply_to=reply_to,
+            data=data,
+            send_id=send_id,
         )
         self._publish_event(room, message)
         return message
@@ -554,7 +564,9 @@ class Hub:
     def _signal_local(self, room: str, sender: str, payload: bytes) -> None:
         feed = self._feeds.get(room)
         if feed is not None:
-            feed.signal(OutFrame(payload), sender)
+            frame = OutFrame(payload)
+            sent = feed.signal(frame, sender)
+            self.metrics.sent(sent, sent * frame.size)
 
     def push_to_user(self, user: str, frame: protocol.ServerFrame) -> None:
         """A frame for every connection of ``user``, on every process."""
@@ -570,6 +582,7 @@ class Hub:
             frame = OutFrame(payload)
             for connection in connections:
                 connection.send(frame)
+            self.metrics.sent(len(connections), len(connections) * frame.size)
 
     def _on_user_frame(self, payload: bytes) -> None:
         try:

@@ -28,6 +28,7 @@ Ref = Annotated[str, Meta(max_length=64)] | Annotated[int, Meta(ge=-(2**53), le=
 Limit = Annotated[int, Meta(ge=1, le=1000)]
 UserId = Annotated[str, Meta(min_length=1, max_length=256)]
 Emoji = Annotated[str, Meta(min_length=1, max_length=64)]
+SendId = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")]
 Reason = Annotated[str, Meta(max_length=200)]
 MAX_REACTIONS = 20
 """Different emoji on one message."""
@@ -71,6 +72,7 @@ class Send(Frame, tag="send"):
     ref: Ref | None = None
     reply_to: Seq | None = None
     data: dict[str, Any] | None = None
+    id: SendId | None = None  # stored once per user and room (docs/protocol.md)
 
 
 class EditMessage(Frame, tag="edit"):
@@ -348,6 +350,7 @@ class Ack(Frame, tag="ack", omit_defaults=True):
     room: str
     seq: int | None = None  # none: the change was there already (a reaction)
     ref: str | int | None = None
+    repeat: bool | None = None  # a send whose id was stored already: its first seq
 
 
 class HistoryPage(Frame, tag="history"):

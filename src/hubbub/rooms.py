@@ -129,12 +129,15 @@ class RoomFeed:
         if self.on_moderation is not None:
             self.on_moderation(self.name, event)
 
-    def signal(self, frame: OutFrame, sender: str) -> None:
+    def signal(self, frame: OutFrame, sender: str) -> int:
         """An ephemeral frame (typing, a receipt) for every member but ``sender``'s
-        connections; never stored, never ordered."""
+        connections; never stored, never ordered. How many it went to."""
+        sent = 0
         for member in self.members.values():
             if member.user != sender:
                 member.connection.send(frame)
+                sent += 1
+        return sent
 
     def _skip_to(self, seq: int) -> None:
         # Only retention removes stored messages; what it removed cannot be delivered.

@@ -161,3 +161,27 @@ async def test_typing_of_a_killed_process_carries_its_expiry_and_the_typist_is_l
     assert not [f for f in watcher.frames[mark:] if f["type"] == "typing"]
     await asyncio.gather(typist.close(), return_exceptions=True)
     await watcher.close()
+
+
+async def test_a_send_repeated_on_the_other_process_is_stored_once(
+    cluster: list[ServerProcess],
+) -> None:
+    a, b = cluster
+    ann = await RoomClient.open(a.ws(""), "ann")
+    token = (await ann.next_of("welcome"))["guest_token"]
+    moved = await RoomClient.open(b.ws(""), query=f"guest={token}")  # the same user
+    watcher = await RoomClient.open(b.ws(""), "watcher")
+    for client in (ann, moved, watcher):
+        await client.join("once")
+    # Both copies at once, one per process: one is stored, the other is its repeat.
+    first, second = await asyncio.gather(
+        request(ann, "send", room="once", text="hello", id="c-1"),
+        request(moved, "send", room="once", text="hello", id="c-1"),
+    )
+    assert first["seq"] == second["seq"]
+    assert sorted(bool(ack.get("repeat")) for ack in (first, second)) == [False, True]
+    await ann.say("once", "after")
+    await watcher.next_of("message", room="once", text="after")
+    assert [f["text"] for f in watcher.frames if f["type"] == "message"] == ["hello", "after"]
+    for client in (ann, moved, watcher):
+        await client.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -26,7 +27,7 @@ from hubbub.protocol import (
     timestamp,
 )
 from hubbub.stores import Retention, Store
-from hubbub.stores.base import RoomSettings
+from hubbub.stores.base import SEND_ID_SECONDS, AlreadySent, RoomSettings
 from hubbub.stores.chat import (
     DeleteChange,
     EditChange,
@@ -36,6 +37,7 @@ from hubbub.stores.chat import (
     ReactChange,
     dm_room,
 )
+from hubbub.stores.sqlite import PRUNE_EVERY
 from hubbub.stores.timed import TimedStore
 
 OpenStore = Callable[..., Awaitable[Store]]
@@ -259,6 +261,71 @@ async def test_retention_prunes_every_kind_on_any_seq(open_store: OpenStore) -> 
     assert [e.seq for e in kept] == list(range(71, 101))
     assert isinstance(kept[-1], Reaction)
     await refused(ErrorCode.NO_SUCH_MESSAGE, react(store, "r", 5, "bob", "👍"))
+
+
+# -- sent once -----------------------------------------------------------------------
+
+
+async def test_a_send_id_stores_the_message_once_per_user_and_room(open_store: OpenStore) -> None:
+    store = await open_store()
+    first = await store.append("r", "Ann", "hi", TS, user="ann", send_id="k1")
+    for text in ("hi", "another text"):  # the id decides, not the text
+        with pytest.raises(AlreadySent) as repeat:
+            await store.append("r", "Ann", text, LATER, user="ann", send_id="k1")
+        assert (repeat.value.seq, repeat.value.ts) == (first.seq, TS)
+    # another user's, another room's, the server's (no user) and no id: new messages
+    assert (await store.append("r", "Bob", "hi", TS, user="bob", send_id="k1")).seq == 2
+    assert (await store.append("s", "Ann", "hi", TS, user="ann", send_id="k1")).seq == 1
+    assert (await store.append("r", "bot", "hi", TS, send_id="k1")).seq == 3
+    with pytest.raises(AlreadySent):
+        await store.append("r", "bot", "hi", TS, send_id="k1")
+    assert (await store.append("r", "Ann", "hi", TS, user="ann")).seq == 4
+    # deleted since: still a repeat, of that seq
+    await store.change("r", DeleteChange(1, "ann", "Ann"), TS)
+    with pytest.raises(AlreadySent) as repeat:
+        await store.append("r", "Ann", "hi", TS, user="ann", send_id="k1")
+    assert repeat.value.seq == 1
+    assert await store.last_seq("r") == 5
+    # a refused send keeps no id: its retry is stored
+    await refused(
+        ErrorCode.NO_SUCH_MESSAGE,
+        store.append("r", "Ann", "re", TS, user="ann", reply_to=99, send_id="k2"),
+    )
+    assert (await store.append("r", "Ann", "re", TS, user="ann", reply_to=2, send_id="k2")).seq == 6
+
+
+async def test_one_send_id_sent_to_several_stores_at_once_is_stored_once(
+    open_store: OpenStore,
+) -> None:
+    stores = [await open_store() for _ in range(2)]  # two processes
+    ids = [f"id-{n}" for n in range(20)]
+    results = await asyncio.gather(
+        *(
+            stores[copy].append("r", "Ann", key, TS, user="ann", send_id=key)
+            for key in ids
+            for copy in (0, 1)
+        ),
+        return_exceptions=True,
+    )
+    stored = [r for r in results if isinstance(r, Message)]
+    repeats = [r for r in results if isinstance(r, AlreadySent)]
+    assert len(stored) == len(repeats) == len(ids), results
+    assert sorted(m.text for m in stored) == sorted(ids)
+    assert sorted(r.seq for r in repeats) == sorted(m.seq for m in stored)
+    assert [m.text for m in await stores[1].read("r")] == [
+        m.text for m in sorted(stored, key=lambda m: m.seq)
+    ]
+
+
+async def test_send_ids_are_forgotten_after_a_day(open_store: OpenStore) -> None:
+    store = await open_store()
+    long_ago = timestamp(datetime.now(UTC) - timedelta(seconds=SEND_ID_SECONDS + 60))
+    await store.append("r", "Ann", "old", long_ago, user="ann", send_id="old")
+    for n in range(PRUNE_EVERY - 1):  # the room's 100th event prunes
+        await store.append("r", "Ann", str(n), TS, user="ann", send_id=f"new-{n}")
+    assert (await store.append("r", "Ann", "old", TS, user="ann", send_id="old")).seq == 101
+    with pytest.raises(AlreadySent):  # the recent ones are kept
+        await store.append("r", "Ann", "0", TS, user="ann", send_id="new-0")
 
 
 # -- moderation and membership ------------------------------------------------------

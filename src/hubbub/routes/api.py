@@ -15,7 +15,7 @@ from __future__ import annotations
 import hmac
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response, status
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, Field
 from starlette.datastructures import Headers
@@ -25,6 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from hubbub.errors import ErrorCode, ProtocolError
 from hubbub.hub import Hub
 from hubbub.protocol import MAX_DM_OTHERS, MAX_SEQ, ROOM_NAME, Person, check_data, check_text
+from hubbub.stores.base import AlreadySent
 from hubbub.stores.chat import DeleteChange, ModerationChange
 
 PREFIX = "/api/v1"
@@ -57,6 +58,15 @@ class PostMessage(BaseModel):
     data: dict[str, Any] | None = Field(
         None, description="A JSON object for applications (`--max-data-bytes`)."
     )
+    id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9._:-]+$",
+        description="Stored once: a post with an `id` kept for the same `user` (or the "
+        "server) and room, for 24 hours, stores nothing and answers 200 with the first "
+        "one's `seq` and `repeat`.",
+    )
 
 
 class Posted(BaseModel):
@@ -65,6 +75,7 @@ class Posted(BaseModel):
     room: str
     seq: int
     ts: str
+    repeat: bool = Field(False, description="An `id` stored already: nothing was posted.")
 
 
 class MessageOut(BaseModel):
@@ -242,8 +253,13 @@ def api_router(hub: Hub) -> APIRouter:
         max_body_size=settings.max_body_bytes,
     )
 
-    @router.post("/rooms/{room}/messages", status_code=201, response_model=Posted)
-    async def post_message(room: RoomName, body: PostMessage) -> Posted:
+    @router.post(
+        "/rooms/{room}/messages",
+        status_code=201,
+        response_model=Posted,
+        responses={200: {"model": Posted, "description": "A repeat of a post with this `id`"}},
+    )
+    async def post_message(room: RoomName, body: PostMessage, response: Response) -> Posted:
         """Post to a room as the server; every member on every process receives it."""
         try:
             check_text(body.text, max_text)  # the rule of send on /v1/ws
@@ -252,10 +268,19 @@ def api_router(hub: Hub) -> APIRouter:
         try:
             check_data(body.data, settings.max_data_bytes)
             message = await hub.send_to_room(
-                room, body.sender, body.text, user=body.user, reply_to=body.reply_to, data=body.data
+                room,
+                body.sender,
+                body.text,
+                user=body.user,
+                reply_to=body.reply_to,
+                data=body.data,
+                send_id=body.id,
             )
         except ProtocolError as exc:
             raise _http_error(exc) from None
+        except AlreadySent as kept:
+            response.status_code = 200
+            return Posted(room=room, seq=kept.seq, ts=kept.ts, repeat=True)
         return Posted(room=room, seq=message.seq, ts=message.ts)
 
     @router.delete("/rooms/{room}/messages/{seq}", response_model=EventOut)

@@ -28,6 +28,7 @@ from hubbub.errors import (
 from hubbub.hub import Hub, answer
 from hubbub.outgoing import OutFrame
 from hubbub.protocol import Person
+from hubbub.stores.base import AlreadySent
 from hubbub.stores.chat import (
     ROLES,
     DeleteChange,
@@ -180,19 +181,26 @@ class RoomSession:
         identity = self.identity
         assert identity is not None
         match frame:
-            case protocol.Send(room=room, text=text, ref=ref, reply_to=reply_to, data=data):
+            case protocol.Send(
+                room=room, text=text, ref=ref, reply_to=reply_to, data=data, id=send_id
+            ):
                 self.require_writer(room, ref)
                 protocol.check_text(text, self.max_text, ref)
                 protocol.check_data(data, self.max_data, ref)
-                async with self.storing(room, ref, "not sent"):
-                    message = await self.hub.send_to_room(
-                        room,
-                        identity.name,
-                        text,
-                        user=identity.user,
-                        reply_to=reply_to,
-                        data=data,
-                    )
+                try:
+                    async with self.storing(room, ref, "not sent"):
+                        message = await self.hub.send_to_room(
+                            room,
+                            identity.name,
+                            text,
+                            user=identity.user,
+                            reply_to=reply_to,
+                            data=data,
+                            send_id=send_id,
+                        )
+                except AlreadySent as kept:
+                    self.reply(protocol.Ack(room=room, seq=kept.seq, ref=ref, repeat=True))
+                    return
                 self.stop_typing(room)
                 self.reply(protocol.Ack(room=room, seq=message.seq, ref=ref))
             case protocol.EditMessage(room=room, seq=seq, text=text, data=data, ref=ref):
@@ -429,6 +437,8 @@ class RoomSession:
         except ProtocolError as exc:
             exc.ref = ref
             raise
+        except AlreadySent:
+            raise  # an answer, not a failure
         except Exception as exc:
             logger.warning(
                 "room %s: store failed: %s", room, exc, extra=self.log_context(room or "-")

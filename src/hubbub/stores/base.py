@@ -43,6 +43,18 @@ class RoomSettings:
     receipts: bool = False
 
 
+SEND_ID_SECONDS = 24 * 3600  # a send's id is kept at least this long
+
+
+class AlreadySent(Exception):  # not an error: the answer to a repeat
+    """``append`` with a ``send_id`` the store keeps: the message first stored with it."""
+
+    def __init__(self, seq: int, ts: str) -> None:
+        super().__init__(seq, ts)
+        self.seq = seq
+        self.ts = ts
+
+
 @dataclass(frozen=True)
 class Retention:
     """How much history a store keeps; 0 means no limit."""
@@ -109,9 +121,16 @@ class Store(ABC):
         user: str | None = None,
         reply_to: int | None = None,
         data: dict[str, Any] | None = None,
+        send_id: str | None = None,
     ) -> Message:
         """Store one message; returns it with its ``seq``. A ``reply_to`` that names no
-        message of the room raises ``ProtocolError(no_such_message)`` and stores nothing."""
+        message of the room raises ``ProtocolError(no_such_message)`` and stores nothing.
+
+        With ``send_id``, the message is stored once per ``(room, user or "", send_id)``
+        for at least :data:`SEND_ID_SECONDS`: if that key is kept already, nothing is
+        stored and :class:`AlreadySent` (the first message's ``seq`` and ``ts``) is
+        raised, atomically with the check (two processes storing the same key at once
+        store it once)."""
 
     @abstractmethod
     async def change(self, room: str, change: MessageChange, ts: str) -> RoomEvent | None:

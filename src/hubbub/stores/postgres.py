@@ -31,7 +31,15 @@ from hubbub.protocol import (
     timestamp,
 )
 from hubbub.stores import chat
-from hubbub.stores.base import Deployment, Retention, RoomSettings, Store, read_window
+from hubbub.stores.base import (
+    SEND_ID_SECONDS,
+    AlreadySent,
+    Deployment,
+    Retention,
+    RoomSettings,
+    Store,
+    read_window,
+)
 from hubbub.stores.chat import Membership, MessageChange, ModerationChange, Row
 
 MIGRATIONS = [
@@ -71,6 +79,14 @@ MIGRATIONS = [
         forgotten boolean NOT NULL DEFAULT false, PRIMARY KEY (room, user_id)
     );
     CREATE INDEX hubbub_room_members_user ON hubbub_room_members (user_id);
+    """,
+    # 4: the ids of sends, kept per user and room for a day, so a resend stores nothing
+    """
+    CREATE TABLE hubbub_send_ids (
+        room text NOT NULL, user_id text NOT NULL, send_id text NOT NULL,
+        seq bigint NOT NULL, ts text NOT NULL, PRIMARY KEY (room, user_id, send_id)
+    );
+    CREATE INDEX hubbub_send_ids_ts ON hubbub_send_ids (room, ts);
     """,
 ]
 MIGRATION_LOCK = 0x6875_6262  # pg_advisory_xact_lock key: one migrator at a time
@@ -170,14 +186,40 @@ class PostgresStore(Store):
         user: str | None = None,
         reply_to: int | None = None,
         data: dict[str, Any] | None = None,
+        send_id: str | None = None,
     ) -> Message:
         row = chat.message_row(sender, text, ts, user=user, reply_to=reply_to, data=data)
-        if reply_to is None:
+        if reply_to is None and send_id is None:
             await _insert(self.pool, room, row)
         else:
+            key = (room, user or "", send_id)
             async with self.pool.acquire() as conn, conn.transaction():
-                chat.check_reply(await _select(conn, room, reply_to))
+                if send_id is not None:
+                    # Claimed first: a second process storing the same key waits here for
+                    # the first one's commit, then finds it.
+                    claimed = await conn.fetchval(
+                        "INSERT INTO hubbub_send_ids VALUES ($1, $2, $3, 0, $4) "
+                        "ON CONFLICT DO NOTHING RETURNING 1",
+                        *key,
+                        ts,
+                    )
+                    if claimed is None:
+                        kept = await conn.fetchrow(
+                            "SELECT seq, ts FROM hubbub_send_ids "
+                            "WHERE room = $1 AND user_id = $2 AND send_id = $3",
+                            *key,
+                        )
+                        raise AlreadySent(int(kept["seq"]), str(kept["ts"]))
+                if reply_to is not None:
+                    chat.check_reply(await _select(conn, room, reply_to))
                 await _insert(conn, room, row)
+                if send_id is not None:
+                    await conn.execute(
+                        "UPDATE hubbub_send_ids SET seq = $4 "
+                        "WHERE room = $1 AND user_id = $2 AND send_id = $3",
+                        *key,
+                        row.seq,
+                    )
         await self._prune_at(room, row.seq)
         message = chat.event_of(room, row)
         assert isinstance(message, Message)
@@ -240,8 +282,12 @@ class PostgresStore(Store):
     async def _prune_at(self, room: str, seq: int) -> None:
         # after the commit, outside the transaction that holds the counter row: a prune
         # locks message rows, which a change locks *before* the counter row
-        if seq % PRUNE_EVERY or not (self.retention.max_messages or self.retention.max_age_seconds):
+        if seq % PRUNE_EVERY:
             return
+        kept = datetime.now(UTC) - timedelta(seconds=SEND_ID_SECONDS)
+        await self.pool.execute(
+            "DELETE FROM hubbub_send_ids WHERE room = $1 AND ts < $2", room, timestamp(kept)
+        )
         if self.retention.max_messages:
             await self.pool.execute(
                 "DELETE FROM hubbub_messages WHERE room = $1 AND seq <= $2",

@@ -33,7 +33,15 @@ from hubbub.protocol import (
     timestamp,
 )
 from hubbub.stores import chat
-from hubbub.stores.base import Deployment, Retention, RoomSettings, Store, read_window
+from hubbub.stores.base import (
+    SEND_ID_SECONDS,
+    AlreadySent,
+    Deployment,
+    Retention,
+    RoomSettings,
+    Store,
+    read_window,
+)
 from hubbub.stores.chat import Membership, MessageChange, ModerationChange, Row
 
 T = TypeVar("T")
@@ -70,6 +78,14 @@ MIGRATIONS = [
         forgotten INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (room, user_id)
     ) WITHOUT ROWID;
     CREATE INDEX room_members_user ON room_members (user_id);
+    """,
+    # 4: the ids of sends, kept per user and room for a day, so a resend stores nothing
+    """
+    CREATE TABLE send_ids (
+        room TEXT NOT NULL, user_id TEXT NOT NULL, send_id TEXT NOT NULL,
+        seq INTEGER NOT NULL, ts TEXT NOT NULL, PRIMARY KEY (room, user_id, send_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX send_ids_ts ON send_ids (room, ts);
     """,
 ]
 PRUNE_EVERY = 100  # seqs per room between retention passes
@@ -194,14 +210,25 @@ class SqliteStore(Store):
         user: str | None = None,
         reply_to: int | None = None,
         data: dict[str, Any] | None = None,
+        send_id: str | None = None,
     ) -> Message:
         row = chat.message_row(sender, text, ts, user=user, reply_to=reply_to, data=data)
         retention = self.retention
+        key = (room, user or "", send_id)
 
         def append(db: sqlite3.Connection) -> None:
+            if send_id is not None:
+                kept = db.execute(
+                    "SELECT seq, ts FROM send_ids WHERE room = ? AND user_id = ? AND send_id = ?",
+                    key,
+                ).fetchone()
+                if kept is not None:
+                    raise AlreadySent(int(kept[0]), str(kept[1]))
             if reply_to is not None:
                 chat.check_reply(_select(db, room, reply_to))
             _insert(db, room, row, retention)
+            if send_id is not None:
+                db.execute("INSERT INTO send_ids VALUES (?, ?, ?, ?, ?)", (*key, row.seq, ts))
 
         await self._write(append)
         message = chat.event_of(room, row)
@@ -470,6 +497,8 @@ def _unread(db: sqlite3.Connection, room: str, read: int, user: str) -> int:
 
 
 def _prune(db: sqlite3.Connection, room: str, seq: int, retention: Retention) -> None:
+    kept = datetime.now(UTC) - timedelta(seconds=SEND_ID_SECONDS)
+    db.execute("DELETE FROM send_ids WHERE room = ? AND ts < ?", (room, timestamp(kept)))
     if retention.max_messages:
         db.execute(
             "DELETE FROM messages WHERE room = ? AND seq <= ?",

@@ -65,10 +65,13 @@ class TimedStore(Store):
         user: str | None = None,
         reply_to: int | None = None,
         data: dict[str, Any] | None = None,
+        send_id: str | None = None,
     ) -> Message:
         return await self._timed(
             "append",
-            self.inner.append(room, sender, text, ts, user=user, reply_to=reply_to, data=data),
+            self.inner.append(
+                room, sender, text, ts, user=user, reply_to=reply_to, data=data, send_id=send_id
+            ),
         )
 
     async def change(self, room: str, change: MessageChange, ts: str) -> RoomEvent | None:
