@@ -72,3 +72,15 @@ def test_help_lists_every_setting_with_its_variable() -> None:
     assert result.returncode == 0
     for name in Settings.model_fields:
         assert f"HUBBUB_{name.upper()}" in result.stdout
+
+
+def test_an_app_that_cannot_be_imported_is_refused() -> None:
+    result = run_cli("serve", "--port", "0", "--app", "no_such_module:app")
+    assert result.returncode == 3  # the server did not start
+    assert 'Could not import module "no_such_module"' in result.stderr
+
+
+def test_factory_needs_an_app() -> None:
+    result = run_cli("serve", "--factory")
+    assert result.returncode == 2
+    assert "--factory needs --app" in result.stderr

@@ -162,7 +162,7 @@ async def test_index_page_is_html(server: ServerProcess) -> None:
     assert status == 200
     assert content_type.startswith("text/html")
     assert body.startswith("<!DOCTYPE html>")
-    assert '<script type="module" src="/static/app.js">' in body
+    assert '<script type="module" src="static/app.js">' in body  # relative: any prefix
 
 
 async def test_health_and_readiness(server: ServerProcess) -> None:

@@ -1,7 +1,10 @@
 """The ``hubbub`` command: ``hubbub serve [--flags]``.
 
 Every ``serve`` flag is a field of :class:`~hubbub.config.Settings`; a flag that is not
-given falls back to its ``HUBBUB_*`` variable, then to the default.
+given falls back to its ``HUBBUB_*`` variable, then to the default. With ``--app
+module:attr`` (uvicorn's import string; ``--factory``: a function that returns it),
+``serve`` runs an application of one's own that includes ``Hubbub(...).router``, on
+Hubbub's transport; its ``Hubbub()`` gets the same settings, through ``HUBBUB_*``.
 """
 
 from __future__ import annotations
@@ -61,6 +64,23 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the server")
     _add_settings_flags(serve)
+    serve.add_argument(
+        "--app",
+        metavar="MODULE:ATTR",
+        help="run this application (an import string, as uvicorn's) instead of Hubbub's "
+        "whole server; it includes Hubbub(...).router, whose Hubbub() reads these settings "
+        "from the HUBBUB_* variables that serve sets from its flags",
+    )
+    serve.add_argument(
+        "--factory",
+        action="store_true",
+        help="--app names a function that takes no arguments and returns the application",
+    )
+    serve.add_argument(
+        "--app-dir",
+        default=".",
+        help="directory to import --app from, put first on the import path [default: .]",
+    )
     token = commands.add_parser("token", help="tokens for /v1/ws")
     token_commands = token.add_subparsers(dest="token_command", required=True)
     create = token_commands.add_parser(
@@ -114,21 +134,33 @@ def _exit_cleanly(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-def serve(settings: Settings) -> int:
-    """Run the server until SIGTERM/SIGINT; returns the exit status."""
+def serve(
+    settings: Settings, app: str | None = None, *, factory: bool = False, app_dir: str = "."
+) -> int:
+    """Run the server until SIGTERM/SIGINT; returns the exit status. ``app``: the import
+    string of an application of one's own to run instead of Hubbub's (``factory``: of a
+    function that returns it), imported from ``app_dir``."""
     check(settings)
+    if app is not None:
+        # What uvicorn's --app-dir does; spawned workers inherit the import path.
+        sys.path.insert(0, os.path.abspath(app_dir))
+        # The application builds its own Hubbub(): it reads the settings from here.
+        os.environ.update(settings.to_env())
     # uvicorn re-raises SIGTERM/SIGINT once its graceful shutdown is done; by then the
     # stop went as asked, so the re-raised signal ends the process with status 0.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, _exit_cleanly)
     if settings.workers == 1:
-        config = ServerConfig(create_app(settings), settings)
+        target: Any = create_app(settings) if app is None else app
+        config = ServerConfig(target, settings, factory=factory)
         server = uvicorn.Server(config)
         server.run()
         return 0 if server.started else 3
     # Workers are spawned processes: they rebuild the same settings from the environment.
     os.environ.update(settings.to_env())
-    config = ServerConfig("hubbub.app:create_app_from_env", settings, factory=True)
+    if app is None:
+        app, factory = "hubbub.app:create_app_from_env", True
+    config = ServerConfig(app, settings, factory=factory)
     # Each worker keeps its metrics in files here; /metrics, answered by any one of them,
     # adds them all up. Fresh for every run, so no old run's counts leak in.
     with tempfile.TemporaryDirectory(prefix="hubbub-metrics-") as metrics_dir:
@@ -142,12 +174,15 @@ def serve(settings: Settings) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hubbub`` command."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "serve" and args.factory and args.app is None:
+        parser.error("--factory needs --app")
     try:
         if args.command == "token":
             return create_token(args)
         settings = settings_from_args(args)
-        return serve(settings)
+        return serve(settings, args.app, factory=args.factory, app_dir=args.app_dir)
     except ValidationError as exc:
         print(f"hubbub: invalid settings:\n{exc}", file=sys.stderr)
         return 2

@@ -96,6 +96,11 @@ class Settings(BaseSettings):
         "",
         description="Origins (comma-separated) allowed to open /v1/ws with a session cookie.",
     )
+    cors_origins: str = Field(
+        "",
+        description="Origins (comma-separated; * for any) whose pages may load /static/* "
+        "(hubbub.js) across origins (CORS); none by default.",
+    )
     session_cookie: str = Field(
         "hubbub_session", description="Cookie that may carry a /v1/ws token."
     )
