@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
-from collections.abc import Iterator
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+from tests.servers import ServerProcess
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Browser, Page
 
 CHROMIUM = "/usr/bin/chromium"
 RESULTS = Path(__file__).resolve().parents[2] / "test-results"
@@ -81,6 +89,71 @@ def new_page(browser, request):  # type: ignore[no-untyped-def]
     yield lambda: recorder.watch(context.new_page())
     recorder.save_if_failed(request)
     context.close()
+
+
+NewUser = Callable[..., "Page"]  # (tab_of=None, **context_options)
+
+
+@pytest.fixture
+def new_user(browser: Browser, request: pytest.FixtureRequest) -> Iterator[NewUser]:
+    """A page in a browser context of its own per call (its own localStorage: one user
+    each), or with ``tab_of=page`` another tab of that page's user; on failure, like
+    ``new_page``, a screenshot per page and the console log."""
+    contexts = []
+    recorder = PageRecorder()
+
+    def open_user(tab_of: Page | None = None, **context_options: Any) -> Page:
+        if tab_of is not None:
+            tab: Page = recorder.watch(tab_of.context.new_page())
+            return tab
+        context = browser.new_context(**context_options)
+        contexts.append(context)
+        page: Page = recorder.watch(context.new_page())
+        return page
+
+    yield open_user
+    recorder.save_if_failed(request)
+    for context in contexts:
+        context.close()
+
+
+def wait_js(page: Page, predicate: str, arg: object, timeout_ms: float) -> None:
+    """Wait until ``predicate(arg)`` is true in the page. Not ``wait_for_function``: the
+    lowest Playwright allowed (1.48) re-evaluates its predicate with ``eval``, which the
+    page's Content-Security-Policy refuses."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    while not page.evaluate(predicate, arg):
+        assert time.monotonic() < deadline, f"no {predicate} ({arg}) within {timeout_ms} ms"
+        page.wait_for_timeout(50)
+
+
+def wait_until(page: Page, condition: Callable[[], bool], what: str, timeout_ms: float) -> None:
+    """Wait until ``condition()`` holds for what the test saw of ``page`` (frames its
+    routes recorded): checked again each time the page had a moment to run."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} within {timeout_ms} ms"
+        page.wait_for_timeout(50)
+
+
+API_KEY = "api-key-for-browser-tests"
+
+
+@pytest.fixture
+def api_server(start_server: Callable[..., ServerProcess]) -> ServerProcess:
+    """A server whose HTTP API takes ``API_KEY`` (to give roles, turn receipts on)."""
+    return start_server("--api-key", API_KEY)
+
+
+def api(server: ServerProcess, method: str, path: str, body: Any = None) -> Any:
+    """Call the HTTP API of an ``api_server``; its JSON answer (an HTTP error fails)."""
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(server.http(path), data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    request.add_header("Authorization", f"Bearer {API_KEY}")
+    with urllib.request.urlopen(request, timeout=30) as response:
+        raw = response.read()
+        return json.loads(raw) if raw else None
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -8,14 +8,13 @@ import json
 import os
 import re
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-from playwright.sync_api import Browser, Locator, Page, WebSocketRoute, expect
+from playwright.sync_api import Locator, Page, WebSocketRoute, expect
 
-from tests.e2e.conftest import RESULTS, PageRecorder
+from tests.e2e.conftest import RESULTS, NewUser
 from tests.e2e.test_chat_ui import (
     RECONNECT_MS,
     delivered,
@@ -29,31 +28,9 @@ from tests.e2e.test_chat_ui import (
 from tests.servers import ServerProcess
 
 TIMEOUT_MS = 15_000
-# The page asks for its room list every 5 s: that is how it hears of a new direct message.
+# A new direct message reaches the other's room list by a push (dm), then a list request.
 ROOM_LIST_MS = 30_000
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshot-chat.png"
-
-NewUser = Callable[..., Page]
-
-
-@pytest.fixture
-def new_user(browser: Browser, request: pytest.FixtureRequest) -> Iterator[NewUser]:
-    """A page in a browser context of its own per call (one user each), as in
-    test_chat_ui.py; on failure, a screenshot per page and the console log."""
-    contexts = []
-    recorder = PageRecorder()
-
-    def open_user(**context_options: Any) -> Page:
-        context = browser.new_context(**context_options)
-        contexts.append(context)
-        page: Page = recorder.watch(context.new_page())
-        return page
-
-    yield open_user
-    recorder.save_if_failed(request)
-    for context in contexts:
-        context.close()
-
 
 # -- what a user sees and does ----------------------------------------------------------
 

@@ -7,43 +7,20 @@ import json
 import os
 import re
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-from playwright.sync_api import Browser, Page, WebSocketRoute, expect
+from playwright.sync_api import Page, WebSocketRoute, expect
 from websockets.sync.client import connect
 
-from tests.e2e.conftest import RESULTS, PageRecorder
+from tests.e2e.conftest import RESULTS, NewUser, wait_js
 from tests.servers import ServerProcess
 
 TIMEOUT_MS = 15_000
 # Longer than the client's backoff cap (5 s) plus a server's start-up.
 RECONNECT_MS = 30_000
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "screenshot.png"
-
-NewUser = Callable[..., Page]
-
-
-@pytest.fixture
-def new_user(browser: Browser, request: pytest.FixtureRequest) -> Iterator[NewUser]:
-    """A page in a browser context of its own per call (its own localStorage: one user
-    each); on failure, like ``new_page``, a screenshot per page and the console log."""
-    contexts = []
-    recorder = PageRecorder()
-
-    def open_user(**context_options: Any) -> Page:
-        context = browser.new_context(**context_options)
-        contexts.append(context)
-        page: Page = recorder.watch(context.new_page())
-        return page
-
-    yield open_user
-    recorder.save_if_failed(request)
-    for context in contexts:
-        context.close()
-
 
 # -- what a user does and sees ---------------------------------------------------------
 
@@ -210,8 +187,8 @@ def test_a_guest_stays_itself_and_another_person_cannot_take_its_name(
 ) -> None:
     zed = new_user()
     sign_in(zed, server, "Zed", "lobby")
-    user = zed.evaluate("localStorage.getItem('hubbub.guest')")
-    assert user  # the guest token the server signed
+    # The guest token the server signed, kept once its welcome is in (after the open).
+    wait_js(zed, "() => localStorage.getItem('hubbub.guest') !== null", None, TIMEOUT_MS)
     # A second tab of the same browser is the same guest: one member, no refusal.
     tab = zed.context.new_page()
     tab.goto(server.http("/"))

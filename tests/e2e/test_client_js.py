@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import json
 import re
-import time
 import urllib.request
 from collections.abc import Callable
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 from playwright.sync_api import Page, WebSocketRoute, expect
 from websockets.sync.client import connect
 
+from tests.e2e.conftest import wait_js
 from tests.servers import ServerProcess
 
 TIMEOUT_MS = 10_000
@@ -41,16 +41,6 @@ CLOSING = """async () => {
   const unjoined = await outcome(new HubbubClient(defaultUrl()).send("nowhere", "x"));
   return { states, members, first, afterClose, queued: await queued, unjoined };
 }"""
-
-
-def wait_js(page: Page, predicate: str, arg: object, timeout_ms: float) -> None:
-    """Wait until ``predicate(arg)`` is true in the page. Not ``wait_for_function``: the
-    lowest Playwright allowed (1.48) re-evaluates its predicate with ``eval``, which the
-    page's Content-Security-Policy refuses."""
-    deadline = time.monotonic() + timeout_ms / 1000
-    while not page.evaluate(predicate, arg):
-        assert time.monotonic() < deadline, f"no {predicate} ({arg}) within {timeout_ms} ms"
-        page.wait_for_timeout(50)
 
 
 def test_a_closed_client_rejects_what_it_holds_and_what_comes_later(
@@ -286,3 +276,106 @@ def test_the_chat_requests_resolve_with_their_answers(
         "removed": "not_yours",
         "deleted": True,
     }
+
+
+MEMBERSHIP = """async () => {
+  const { HubbubClient, defaultUrl } = await import("/static/hubbub.js");
+  const client = new HubbubClient(defaultUrl(), { name: "kim", backoffMin: 50, backoffMax: 200 });
+  window.heard = [];
+  client.on("membership", (m) => window.heard.push(m));
+  client.on("left", (m) => window.heard.push({ left: m.room }));
+  window.kim = client;
+  client.connect();
+  await client.join("r");
+  await client.join("s");
+}"""
+
+
+def test_membership_pushes_are_events_and_a_kick_forgets_the_room_with_no_leave(
+    server: ServerProcess, new_page: NewPage
+) -> None:
+    page = new_page()
+    from_page: list[dict[str, Any]] = []
+    sockets: list[WebSocketRoute] = []
+
+    def relay(socket: WebSocketRoute) -> None:
+        upstream = socket.connect_to_server()
+
+        def forward(message: str | bytes) -> None:
+            from_page.append(json.loads(message))
+            upstream.send(message)
+
+        socket.on_message(forward)
+        sockets.append(socket)
+
+    page.route_web_socket(re.compile(r"/v1/ws\b"), relay)
+    page.goto(server.http("/"))
+    page.evaluate(MEMBERSHIP)
+    # The server's own: r and s are new in kim's list. Then ours.
+    wait_js(page, "n => window.heard.length === n", 2, TIMEOUT_MS)
+    assert all(m["member"] for m in page.evaluate("window.heard.splice(0)"))
+    pushes = [
+        {"type": "membership", "room": "elsewhere", "member": True},  # joined on no tab here
+        {"type": "membership", "room": "s", "member": False, "reason": "forgot"},
+        {"type": "membership", "room": "r", "member": False, "reason": "kicked"},
+        {"type": "left", "room": "r", "reason": "kicked"},  # after the push: nothing new
+    ]
+    for frame in pushes:
+        sockets[-1].send(json.dumps(frame))
+    wait_js(page, "n => window.heard.length === n", 3, TIMEOUT_MS)
+    assert page.evaluate("window.heard") == pushes[:3]
+    # A forget elsewhere is the application's to act on; a kick the client's own.
+    assert page.evaluate("window.kim.rooms") == ["s"]
+    refused = page.evaluate("window.kim.send('r', 'x').then(() => 'sent', (e) => e.code)")
+    assert refused == "not_joined"
+    assert not [f for f in from_page if f["type"] == "leave"]
+
+    # Nor is it joined again on the next connection.
+    mark = len(from_page)
+    sockets[-1].close()
+    wait_js(page, "() => window.kim.state === 'reconnecting'", None, TIMEOUT_MS)
+    wait_js(page, "() => window.kim.state === 'connected'", None, RECONNECT_MS)
+    page.evaluate("window.kim.send('s', 'back').then(() => window.kim.close())")
+    assert [f["room"] for f in from_page[mark:] if f["type"] == "join"] == ["s"]
+
+
+REFUSED_WITHOUT_REF = """async () => {
+  const { HubbubClient, defaultUrl } = await import("/static/hubbub.js");
+  const client = new HubbubClient(defaultUrl(), { name: "lee" });
+  client.connect();
+  await client.join("r");
+  const seq = await client.send("r", "one");
+  client.read("r", seq);  // in flight, and never answered
+  client.typing("r");  // likewise
+  const refused = client.join("closed-to-lee").then(() => "joined", (e) => e.code);
+  const late = new Promise((resolve) => setTimeout(() => resolve("no answer"), 10000));
+  const outcome = await Promise.race([refused, late]);
+  const still = await client.send("r", "two").then(() => "sent", (e) => e.code);
+  client.close();
+  return [outcome, still];
+}"""
+
+
+def test_a_refusal_without_a_ref_goes_to_the_request_that_can_get_it(
+    server: ServerProcess, new_page: NewPage
+) -> None:
+    # A join's refusal has no ref: the silent read and typing notice written before the
+    # join (done, with no answer) are not what it refuses.
+    page = new_page()
+
+    def relay(socket: WebSocketRoute) -> None:
+        upstream = socket.connect_to_server()
+
+        def forward(message: str | bytes) -> None:
+            frame = json.loads(message)
+            if frame["type"] == "join" and frame["room"] == "closed-to-lee":
+                refusal = {"type": "error", "code": "banned", "message": "you are banned"}
+                socket.send(json.dumps(refusal))
+            else:
+                upstream.send(message)
+
+        socket.on_message(forward)
+
+    page.route_web_socket(re.compile(r"/v1/ws\b"), relay)
+    page.goto(server.http("/"))
+    assert page.evaluate(REFUSED_WITHOUT_REF) == ["banned", "sent"]

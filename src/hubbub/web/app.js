@@ -16,9 +16,9 @@ const STATE_TEXT = {
 };
 const PALETTE = ["👍", "❤️", "😂", "🎉", "😮", "😢"]; // fully-qualified, as the server keeps them
 const TYPING_EVERY = 2500; // ms between our typing notices (the server passes one per 2 s)
-// The server tells nobody that a direct message was opened with them, nor what another
-// device read or joined: the room list is asked for again this often (while visible).
-const ROOMS_EVERY = 5000;
+// Refusals that only say the room is gone (we left it, or a moderator took us out).
+const GONE = new Set(["closed", "left", "kicked", "banned"]);
+const ROLES = ["member", "moderator", "owner"];
 const LINK = /\bhttps?:\/\/[^\s<>"]+/giu;
 const ANNOUNCE_AT_ONCE = 3; // more live messages than this in a burst: one summary instead
 
@@ -30,14 +30,16 @@ let myUser = null; // our user id, from welcome: what tells our own messages
 let current = null; // the room on screen
 const rooms = new Map(); // name -> what the page knows of that room (roomState)
 const people = new Map(); // user id -> display name, from everything the server said
-const removed = new Set(); // rooms a moderator removed us from: not brought back by the list
 let composing = null; // {kind: "reply" | "edit", room, seq, draft}: what Enter will do
 let palette = null; // {room, seq}: the message whose emoji palette is open
 let typingSent = { room: null, at: 0 }; // our last typing notice
-let roomsTimer = null;
 let joins = 0; // counts answered joins, to tell which rooms a room list already knew of
 let polls = 0; // counts room lists asked for
-const forgotten = new Map(); // room left here -> the room lists asked before leaving it
+// Rooms that left this tab's list -> the count of lists asked by then: those answers may
+// still hold the room and must not bring it back (Infinity: none may, until the server
+// says the membership changed).
+const dropped = new Map();
+let memberMenu = null; // {room, user, arming}: the member whose moderation menu is open
 let announcing = { timer: null, queue: [] };
 
 // For tests and the curious: the seqs the client delivered, per room, in delivery order
@@ -101,12 +103,17 @@ function start(name, token) {
   client.on("edit", onChange);
   client.on("delete", onChange);
   client.on("reaction", onChange);
-  client.on("moderation", record);
+  client.on("moderation", onModeration);
   client.on("presence", onPresence);
   client.on("read", onRead);
+  client.on("receipt", onReceipt);
   client.on("typing", onTyping);
   client.on("left", onRemoved);
-  client.on("dm", ({ room, users }) => openedDm(room, users, false));
+  client.on("membership", onMembership);
+  client.on("dm", ({ room, users }) => {
+    openedDm(room, users, false);
+    refreshRooms();
+  });
   client.on("welcome", ({ name: known, user, guest_token: guestToken }) => {
     if (guestToken) store("guest", guestToken);
     const changed = (user ?? null) !== myUser;
@@ -118,6 +125,7 @@ function start(name, token) {
     if (changed && current) renderMessages(); // which messages are ours changed
   });
   client.on("error", ({ code, message, room }) => {
+    if (code === "banned") return; // said by the join's own refusal (addRoom)
     if (code === "name_taken") {
       // Somebody else goes by this name in that room: pick another one.
       signOut();
@@ -136,10 +144,7 @@ function start(name, token) {
   showMe();
   const names = savedRooms();
   for (const room of names) addRoom(room);
-  client.connect();
-  roomsTimer = setInterval(() => {
-    if (document.visibilityState === "visible") refreshRooms();
-  }, ROOMS_EVERY);
+  client.connect(); // once connected (every time), the room list is asked for
   const last = load("room");
   select(rooms.has(last) ? last : names[0]);
   $("message").focus();
@@ -167,15 +172,13 @@ $("signin-form").addEventListener("submit", (event) => {
 });
 
 function signOut() {
-  clearInterval(roomsTimer);
-  roomsTimer = null;
   client.close();
   client = null;
   for (const room of rooms.values()) clearTyping(room);
   rooms.clear(); // in memory only: the saved rooms come back at the next sign-in
-  removed.clear();
-  forgotten.clear();
+  dropped.clear();
   current = null;
+  memberMenu = null;
   composing = null;
   palette = null;
   notice("");
@@ -196,10 +199,14 @@ function roomState(name) {
     name,
     messages: new Map(), // seq -> message (in its current state), from history and live
     pending: [], // {text, replyTo, seq, item}: typed here, not delivered yet
-    members: new Map(), // user id (or "~name" when the server did not say) -> {name, user}
+    // user id (or "~name" when the server did not say) -> {name, user, role, muted}
+    members: new Map(),
     typing: new Map(), // user id -> {name, timer}
+    notes: new Map(), // seq -> moderation event, shown as a line among the messages
+    receipts: new Map(), // user id -> {name, seq}: how far each other member has read
     dm: null, // [{user, name}] of a direct-message room, everyone in it
-    role: "member",
+    role: "member", // ours
+    banned: false, // a moderator banned us (the `left` that follows is no mere kick)
     joinedAs: 0, // the count of joins when this room's last one was answered (0: never)
     // Unread: the server's count up to baseSeq, plus what came live since, not read.
     readSeq: 0,
@@ -229,7 +236,12 @@ function addRoom(name) {
   if (rooms.has(name)) return;
   rooms.set(name, roomState(name));
   client.join(name).catch((error) => {
-    if (error.code === "closed" || error.code === "left" || error.code === "kicked") return;
+    if (error.code === "banned") {
+      dropped.set(name, Infinity); // until an unban says otherwise
+      removedFrom(name, "banned");
+      return;
+    }
+    if (GONE.has(error.code)) return;
     notice(`Could not join ${label(name)}: ${error.message}`);
     removeRoom(name);
   });
@@ -241,8 +253,8 @@ function addRoom(name) {
 function removeRoom(name, { forget = false } = {}) {
   const room = rooms.get(name);
   if (!room) return;
-  if (forget) forgotten.set(name, polls); // those answers may list it still
-  client.leave(name, { forget });
+  dropped.set(name, Math.max(dropped.get(name) ?? 0, polls)); // those answers may list it
+  client.leave(name, { forget }); // (nothing is sent for a room the client forgot already)
   clearTyping(room);
   rooms.delete(name);
   saveRooms();
@@ -335,8 +347,7 @@ $("join-form").addEventListener("submit", (event) => {
     return;
   }
   input.value = "";
-  removed.delete(name);
-  forgotten.delete(name);
+  dropped.delete(name); // asked for again, by hand
   addRoom(name);
   select(name);
   closeDrawers();
@@ -344,8 +355,9 @@ $("join-form").addEventListener("submit", (event) => {
 });
 $("room-name").addEventListener("input", (event) => event.target.setCustomValidity(""));
 
-// The user's rooms as the server keeps them: the same on every device and tab. Rooms
-// joined elsewhere (and direct messages others opened) come in; rooms left elsewhere go.
+// The user's rooms as the server keeps them: the same on every device and tab. Asked for
+// on every connection and whenever the server says the list changed (membership, dm):
+// rooms joined elsewhere (and direct messages others opened) come in; rooms left go.
 function refreshRooms() {
   if (!client || client.state !== "connected") return;
   const known = joins; // rooms joined by now are in the answer, unless left elsewhere
@@ -361,10 +373,9 @@ function applyRoomList(list, known, poll) {
   const listed = new Set();
   for (const summary of list) {
     listed.add(summary.room);
-    if (removed.has(summary.room)) continue;
-    if (forgotten.has(summary.room)) {
-      if (forgotten.get(summary.room) >= poll) continue; // asked before we left it
-      forgotten.delete(summary.room); // joined again elsewhere since
+    if (dropped.has(summary.room)) {
+      if (dropped.get(summary.room) >= poll) continue; // asked before it left the list
+      dropped.delete(summary.room); // joined again since
     }
     if (!rooms.has(summary.room)) addRoom(summary.room);
     const room = rooms.get(summary.room);
@@ -372,7 +383,7 @@ function applyRoomList(list, known, poll) {
       room.dm = summary.dm;
       for (const person of summary.dm) people.set(person.user, person.name);
     }
-    room.role = summary.role;
+    room.role = summary.role ?? "member";
     if (summary.read >= room.readSeq) {
       // What the server counted is what we had not read: take it, and what came since.
       room.readSeq = summary.read;
@@ -392,6 +403,18 @@ function applyRoomList(list, known, poll) {
   }
   markRead(rooms.get(current));
   renderRoomList();
+  renderMembers(); // our role may have changed
+}
+
+// The user became a member of a room, or stopped being one, on some device: the list
+// changed. Gone: it leaves this tab too (no forget of our own: it is ended already).
+function onMembership({ room: name, member, reason }) {
+  if (!client) return;
+  // Lists asked before this may be from before the change: none of them decides the room.
+  if (!member || dropped.has(name)) dropped.set(name, polls);
+  if (!member && (reason === "kicked" || reason === "banned")) removedFrom(name, reason);
+  else if (!member) removeRoom(name);
+  refreshRooms();
 }
 
 // -- read state -------------------------------------------------------------------------
@@ -428,15 +451,63 @@ function onRead({ room: name, seq, unread: count }) {
   renderRoomList();
 }
 
-window.addEventListener("focus", () => {
-  markRead(rooms.get(current));
-  refreshRooms();
-});
-document.addEventListener("visibilitychange", () => {
-  if (document.visibilityState !== "visible") return;
-  markRead(rooms.get(current));
-  refreshRooms();
-});
+// Another member has read up to `seq` (direct messages; rooms with receipts on).
+function onReceipt({ room: name, user, name: who, seq }) {
+  const room = rooms.get(name);
+  if (!room || !user || user === myUser || seq <= (room.receipts.get(user)?.seq ?? -1)) return;
+  room.receipts.set(user, { name: who ?? people.get(user) ?? user, seq });
+  updateSeen(room);
+}
+
+// Under the last of our messages each other member has read: who has. Quiet: a line in
+// the message, not read out as it changes.
+function seenMarks(room) {
+  const ours = [...room.messages.values()]
+    .filter((message) => own(message) && !message.deleted)
+    .map((message) => message.seq)
+    .sort((a, b) => a - b);
+  const readers = new Map(); // seq -> names
+  for (const [user, { name, seq }] of room.receipts) {
+    if (user === myUser) continue;
+    let last = null;
+    for (const mine of ours) {
+      if (mine > seq) break;
+      last = mine;
+    }
+    if (last !== null) readers.set(last, [...(readers.get(last) ?? []), name]);
+  }
+  const twoOfUs = room.dm?.length === 2;
+  const marks = new Map();
+  for (const [seq, names] of readers) {
+    names.sort((a, b) => a.localeCompare(b));
+    marks.set(seq, twoOfUs ? "Seen" : `Seen by ${names.join(", ")}`);
+  }
+  return marks;
+}
+
+// Put the "Seen" lines where they belong now, changing only those that moved.
+function updateSeen(room) {
+  if (room.name !== current) return;
+  const list = $("messages");
+  const lines = list.querySelectorAll("li.message > .seen");
+  if (room.receipts.size === 0 && lines.length === 0) return;
+  const scroller = $("scroller");
+  const atBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 40;
+  const marks = seenMarks(room);
+  for (const line of lines) {
+    if (marks.get(Number(line.parentElement.dataset.seq)) !== line.textContent) line.remove();
+  }
+  for (const [seq, text] of marks) {
+    const item = list.querySelector(`li.message:not(.pending)[data-seq="${seq}"]`);
+    if (!item || item.querySelector(":scope > .seen")) continue;
+    item.append(el("p", "seen", text));
+  }
+  if (atBottom) scroller.scrollTop = scroller.scrollHeight;
+}
+
+// A tab in the background reads nothing; once the user comes back to it, what it shows is.
+window.addEventListener("focus", () => markRead(rooms.get(current)));
+document.addEventListener("visibilitychange", () => markRead(rooms.get(current)));
 
 // -- what the client reports ------------------------------------------------------------
 
@@ -450,12 +521,14 @@ function onJoined({ room: name, members, people: who, reset }) {
   if (!room) return;
   room.joinedAs = ++joins;
   room.members = new Map();
-  if (who) for (const person of who) addMember(room, person.name, person.user);
+  if (who) for (const person of who) addMember(room, person.name, person.user, person);
   else for (const member of members) addMember(room, member, null);
   if (noticeRoom === name) notice(""); // whatever held the join up is over
   if (reset) {
     // The server's history started over: what we show belongs to a room that is gone.
     room.messages.clear();
+    room.notes.clear();
+    room.receipts.clear();
     room.atStart = false;
     room.paged = false;
     room.readSeq = room.baseSeq = room.baseUnread = 0;
@@ -470,6 +543,50 @@ function onJoined({ room: name, members, people: who, reset }) {
 
 function record(event) {
   (window.hubbubEvents[event.room] ??= []).push([event.type, event.seq]);
+}
+
+// A moderator's action: what it changes of the members (and of us), and a quiet line
+// among the messages saying who did what.
+function onModeration(event) {
+  record(event);
+  const room = rooms.get(event.room);
+  if (!room) return;
+  if (event.user) people.set(event.user, event.from);
+  const member = room.members.get(event.member);
+  if (event.action === "mute" || event.action === "unmute") {
+    if (member) member.muted = event.action === "mute";
+  } else if (event.action === "role" && ROLES.includes(event.role)) {
+    if (member) member.role = event.role;
+    if (event.member === myUser) room.role = event.role;
+  } else if (event.action === "ban" && event.member === myUser) {
+    room.banned = true;
+  }
+  room.notes.set(event.seq, event);
+  if (room.name === current) {
+    const scroller = $("scroller");
+    const atBottom = scroller.scrollHeight - scroller.scrollTop - scroller.clientHeight < 40;
+    place(noteItem(event), event.seq);
+    if (atBottom) scroller.scrollTop = scroller.scrollHeight;
+    renderMembers();
+  }
+}
+
+const DONE = { kick: "kicked", ban: "banned", unban: "unbanned", mute: "muted", unmute: "unmuted" };
+const AS_ROLE = { member: "a member", moderator: "a moderator", owner: "an owner" };
+
+function noteText(event) {
+  const who = event.user && event.user === myUser ? "You" : event.from;
+  const whom = event.member === myUser ? "you" : (people.get(event.member) ?? event.member);
+  let text = `${who} ${DONE[event.action] ?? event.action} ${whom}`;
+  if (event.action === "role") text = `${who} made ${whom} ${AS_ROLE[event.role] ?? event.role}`;
+  return event.reason ? `${text}: ${event.reason}` : text;
+}
+
+function noteItem(event) {
+  const item = el("li", "system");
+  item.dataset.seq = String(event.seq);
+  item.append(el("span", "", noteText(event)), " ", timeOf(event.ts));
+  return item;
 }
 
 function own(message) {
@@ -542,19 +659,20 @@ function apply(message, event) {
 function onPresence({ room: name, joined, left, joined_people: came, left_people: went }) {
   const room = rooms.get(name);
   if (!room) return;
-  if (came) for (const person of came) addMember(room, person.name, person.user);
+  if (came) for (const person of came) addMember(room, person.name, person.user, person);
   else for (const who of joined) addMember(room, who, null);
   if (went) for (const person of went) removeMember(room, person.name, person.user);
   else for (const who of left) removeMember(room, who, null);
   if (name === current) renderMembers();
 }
 
-function addMember(room, name, user) {
+// `role` (when not "member") and `muted`: as the server knew them when it said who came.
+function addMember(room, name, user, { role = "member", muted = false } = {}) {
   if (user) {
     people.set(user, name);
     room.members.delete(`~${name}`);
   }
-  room.members.set(user ?? `~${name}`, { name, user });
+  room.members.set(user ?? `~${name}`, { name, user, role, muted: muted === true });
 }
 
 function removeMember(room, name, user) {
@@ -570,25 +688,46 @@ function removeMember(room, name, user) {
   }
 }
 
-function onRemoved({ room: name, reason }) {
-  if (!rooms.has(name)) return;
-  removed.add(name);
-  const what = label(name);
-  removeRoom(name);
-  notice(`You were removed from ${what}${reason === "kicked" ? " by a moderator" : ""}.`);
+// The server took this connection out of a room (`left` with a reason: a kick, or a ban).
+function onRemoved({ room: name }) {
+  const room = rooms.get(name);
+  if (!room) return;
+  // The membership's own news (membership) says when lists may bring it back.
+  dropped.set(name, Infinity);
+  removedFrom(name, room.banned ? "banned" : "kicked");
+}
+
+// A moderator took us out of `name`: say so, and drop it (not rejoined by itself, nor
+// after a reconnection, nor after a reload). A ban said after a kick's notice replaces it.
+function removedFrom(name, reason) {
+  const room = rooms.get(name);
+  if (!room && !(reason === "banned" && noticeRoom === name)) return;
+  const what = room ? label(name) : noticeLabel;
+  if (room) removeRoom(name);
+  notice(
+    reason === "banned"
+      ? `You are banned from ${what}.`
+      : `You were removed from ${what} by a moderator.`,
+    name,
+    what,
+  );
 }
 
 // -- messages ---------------------------------------------------------------------------
 
 function renderMessages() {
   const room = rooms.get(current);
-  const seqs = room ? [...room.messages.keys()].sort((a, b) => a - b) : [];
-  const items = seqs.map((seq) => messageItem(room, room.messages.get(seq)));
+  const seqs = room ? [...room.messages.keys(), ...room.notes.keys()].sort((a, b) => a - b) : [];
+  const items = seqs.map((seq) => {
+    const message = room.messages.get(seq);
+    return message ? messageItem(room, message) : noteItem(room.notes.get(seq));
+  });
   if (room && room.lineAfter !== null) {
     const at = seqs.findIndex((seq) => seq > room.lineAfter);
     if (at >= 0) items.splice(at, 0, newLine(room.lineAfter));
   }
   $("messages").replaceChildren(...items, ...(room ? room.pending.map((entry) => entry.item) : []));
+  if (room) updateSeen(room);
   showStart(room);
   const scroller = $("scroller");
   scroller.scrollTop = scroller.scrollHeight;
@@ -626,6 +765,7 @@ function addMessages(room, messages) {
       reply.replaceWith(messageItem(room, room.messages.get(Number(reply.dataset.seq))));
     }
   }
+  updateSeen(room);
   if (atBottom) scroller.scrollTop = scroller.scrollHeight;
   else if (fresh[0].seq < firstSeq) scroller.scrollTop = scroller.scrollHeight - fromBottom;
 }
@@ -653,6 +793,7 @@ function refresh(room, seq) {
   for (const reply of list.querySelectorAll(`li.message[data-reply-to="${seq}"]`)) {
     swap(reply, messageItem(room, room.messages.get(Number(reply.dataset.seq))));
   }
+  updateSeen(room);
   if (atBottom) scroller.scrollTop = scroller.scrollHeight;
 }
 
@@ -855,7 +996,7 @@ function react(room, seq, emoji) {
 }
 
 function failedChange(what, error) {
-  if (error.code === "closed" || error.code === "left" || error.code === "kicked") return;
+  if (GONE.has(error.code)) return;
   notice(`${what}: ${error.message}`);
 }
 
@@ -890,7 +1031,7 @@ async function loadOlder(room) {
       if (message && apply(message, event)) refresh(room, event.target);
     }
   } catch (error) {
-    if (error.code !== "closed" && error.code !== "left") notice(error.message);
+    if (!GONE.has(error.code)) notice(error.message);
   } finally {
     room.loading = false;
     room.orphans = [];
@@ -1059,7 +1200,10 @@ function settle(room) {
 }
 
 function failed(room, entry, error) {
-  if (error.code === "closed" || error.code === "left" || error.code === "kicked") return;
+  if (GONE.has(error.code)) return;
+  if (error.code === "muted") {
+    notice(`You are muted in ${label(room.name)}: your message was not sent.`, room.name);
+  }
   entry.item.classList.add("failed");
   const status = entry.item.querySelector(".status");
   status.textContent = `not sent: ${error.message}`;
@@ -1138,21 +1282,127 @@ function renderMembers() {
   const members = room ? [...room.members.values()] : [];
   members.sort((a, b) => a.name.localeCompare(b.name));
   $("members-title").textContent = `Members (${members.length})`;
-  const items = members.map((member) => {
+  const menuOf = memberMenu?.room === current ? room.members.get(memberMenu.user) : null;
+  if (!menuOf || !mayModerate(room, menuOf)) memberMenu = null; // nothing to act on now
+  // The list is drawn anew: the keyboard focus stays on the same control, if it is there.
+  const focused = $("member-list").contains(document.activeElement) ? document.activeElement : null;
+  const items = members.map((member, index) => {
     const item = el("li", "member");
     item.append(el("span", "name", member.name));
+    if (member.role !== "member") item.append(" ", el("span", "badge", member.role));
+    if (member.muted) item.append(" ", el("span", "badge", "muted"));
     const self = member.user ? member.user === myUser : member.name === me;
     if (self) item.append(" ", el("span", "you", "(you)"));
     else if (member.user) {
       const write = el("button", "dm-start", "Message");
       write.type = "button";
+      write.dataset.member = member.user;
+      write.dataset.action = "dm";
       write.setAttribute("aria-label", `Send ${member.name} a direct message`);
       write.addEventListener("click", () => startDm(member));
       item.append(" ", write);
+      if (mayModerate(room, member)) item.append(" ", ...memberActions(room, member, index));
     }
     return item;
   });
   $("member-list").replaceChildren(...items);
+  if (focused?.dataset.member) {
+    const { member, action: name } = focused.dataset;
+    const controls = [...$("member-list").querySelectorAll("button")].filter(
+      (button) => button.dataset.member === member,
+    );
+    (controls.find((button) => button.dataset.action === name) ?? controls.at(-1))?.focus();
+  }
+}
+
+// Moderators act on members, owners on moderators too; nobody on an owner.
+function mayModerate(room, member) {
+  const mine = ROLES.indexOf(room.role);
+  return mine >= ROLES.indexOf("moderator") && ROLES.indexOf(member.role) < mine;
+}
+
+// A member's moderation menu: its button, and while open, its actions.
+function memberActions(room, member, index) {
+  const open = memberMenu?.user === member.user;
+  const toggle = el("button", "member-actions", "⋯");
+  toggle.type = "button";
+  toggle.dataset.member = member.user;
+  toggle.dataset.action = "menu";
+  toggle.setAttribute("aria-label", `Actions for ${member.name}`);
+  toggle.setAttribute("aria-expanded", String(open));
+  toggle.addEventListener("click", () => {
+    memberMenu = open ? null : { room: room.name, user: member.user, arming: false };
+    renderMembers();
+    const first = open ? null : $("member-list").querySelector(".member-menu button");
+    (first ?? toggleOf(member.user))?.focus();
+  });
+  if (!open) return [toggle];
+  const menu = el("div", "member-menu");
+  menu.id = `member-menu-${index}`;
+  menu.setAttribute("role", "group");
+  menu.setAttribute("aria-label", `Actions for ${member.name}`);
+  toggle.setAttribute("aria-controls", menu.id);
+  const item = (action, text, onClick) => {
+    const button = el("button", `action ${action}`, text);
+    button.type = "button";
+    button.dataset.member = member.user;
+    button.dataset.action = action;
+    button.addEventListener("click", onClick);
+    menu.append(button);
+  };
+  const act = (action) => () => moderate(room, member, action);
+  if (member.muted) item("unmute", "Unmute", act("unmute"));
+  else item("mute", "Mute", act("mute"));
+  item("kick", "Kick", act("kick"));
+  if (memberMenu.arming) item("ban", `Really ban ${member.name}?`, act("ban"));
+  else {
+    // Asked twice, like a delete: nothing blocks the page.
+    item("ban", "Ban", () => {
+      memberMenu.arming = true;
+      renderMembers();
+    });
+  }
+  if (room.role === "owner") {
+    if (member.role === "moderator") item("member", "Make member", act("member"));
+    else item("moderator", "Make moderator", act("moderator"));
+  }
+  return [toggle, menu];
+}
+
+function toggleOf(user) {
+  return [...$("member-list").querySelectorAll(".member-actions")].find(
+    (button) => button.dataset.member === user,
+  );
+}
+
+// Escape closes an open member menu, back on its button.
+$("member-list").addEventListener("keydown", (event) => {
+  if (event.key !== "Escape" || !memberMenu) return;
+  event.stopPropagation(); // (the phone's drawer stays open)
+  const { user } = memberMenu;
+  memberMenu = null;
+  renderMembers();
+  toggleOf(user)?.focus();
+});
+
+const ACTION_TEXT = {
+  mute: "muted",
+  unmute: "unmuted",
+  kick: "removed",
+  ban: "banned",
+  moderator: "made a moderator",
+  member: "made a member",
+};
+
+function moderate(room, member, action) {
+  memberMenu = null;
+  renderMembers();
+  toggleOf(member.user)?.focus();
+  const done =
+    action === "moderator" || action === "member"
+      ? client.setRole(room.name, member.user, action)
+      : client.moderate(room.name, member.user, action);
+  done.catch((error) => failedChange(`${member.name} was not ${ACTION_TEXT[action]}`, error));
 }
 
 function startDm(member) {
@@ -1169,8 +1419,7 @@ function startDm(member) {
 // A direct-message room we opened (`show` it), or heard of.
 function openedDm(name, users, show) {
   if (!client || !ROOM.test(name)) return;
-  removed.delete(name);
-  forgotten.delete(name);
+  dropped.delete(name); // made a member again, by whoever opened it
   addRoom(name);
   const room = rooms.get(name);
   room.dm ??= users.map((user) => ({ user, name: people.get(user) ?? user }));
@@ -1179,10 +1428,12 @@ function openedDm(name, users, show) {
 }
 
 let noticeRoom = null; // the room the notice is about, if any
+let noticeLabel = ""; // ... and what it was called then
 
-function notice(text, room = null) {
+function notice(text, room = null, about = room ? label(room) : "") {
   $("notice").textContent = text;
   noticeRoom = room;
+  noticeLabel = about;
 }
 
 function el(tag, className = "", text = undefined) {

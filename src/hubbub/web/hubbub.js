@@ -24,6 +24,13 @@ const EVENTS = new Set(["message", "edit", "delete", "reaction", "moderation"]);
 // Refusals of the connection itself: the server closes it next (1008), and trying again
 // with the same name or token would only be refused again.
 const REFUSED = new Set(["unauthorized", "token_expired", "token_not_yet_valid", "invalid_name"]);
+// A membership ended by a moderator: the server takes every connection of the user out of
+// the room, so the client forgets it without a leave of its own (which would be refused).
+const REMOVED = new Set(["kicked", "banned"]);
+// What a read or a typing notice (which get no answer when done) may be refused with. A
+// refusal without a ref that is none of these is for a request that waits for its answer
+// (a join refused with banned, say), not for a silent one written before it.
+const SILENT_REFUSALS = new Set(["not_joined", "unavailable", "rate_limited", "bad_frame"]);
 // Join refusals that mean "not now" rather than "never": the join is tried again later.
 // ("name_taken" is not one of them: a guest comes back as itself with its guest token, so
 // the name is someone else's.)
@@ -40,7 +47,7 @@ export class HubbubError extends Error {
 
 /** The address of /v1/ws on the host that served this page (wss: under https:). */
 export function defaultUrl(where = window.location) {
-  return `${where.protocol === "https:" ? "wss" : "ws"}://${where.host}/v1/ws`;
+  return `${where.protocol === "https:" ? "wss" : "ws"}://${where.host}${new URL("../v1/ws", import.meta.url).pathname}`;
 }
 
 /**
@@ -55,6 +62,8 @@ export function defaultUrl(where = window.location) {
  *   receipt  {room, user, name, seq}           another member has read up to seq
  *   typing   {room, user, name, expires_in | stop}
  *   left     {room, reason}                    the server removed us from a room (kicked)
+ *   membership {room, member, reason?}         the user joined or stopped being a member
+ *            of a room, on any device (reason on false: forgot | kicked | banned)
  *   dm       {room, users}                     a dm frame no openDm() was waiting for
  *   welcome  {user, name, guest, expires, guest_token, epoch}   who the server takes us for
  *            (a guest's guest_token is what brings it back as itself: keep it)
@@ -322,15 +331,17 @@ export class HubbubClient extends EventTarget {
   }
 
   // A refusal carries the ref of the refused frame when it had one. Otherwise it is the
-  // oldest request in flight: the server handles a connection's frames one at a time and
-  // answers each in turn.
+  // oldest request in flight that it can be for: the server handles a connection's frames
+  // one at a time and answers each in turn.
   _refused(frame) {
     if (REFUSED.has(frame.code)) {
       this._refusal = frame; // acted on when the connection closes
       return;
     }
-    const index =
-      frame.ref === undefined ? 0 : this._inflight.findIndex((r) => r.frame.ref === frame.ref);
+    let index;
+    if (frame.ref !== undefined) index = this._inflight.findIndex((r) => r.frame.ref === frame.ref);
+    else if (SILENT_REFUSALS.has(frame.code)) index = 0;
+    else index = this._inflight.findIndex((r) => !r.silent);
     const request = index >= 0 ? this._take(index) : undefined;
     if (request) request.reject(new HubbubError(frame.code, frame.message));
     else this._emit("error", frame);
@@ -394,6 +405,15 @@ export class HubbubClient extends EventTarget {
     this._emit("left", frame);
   }
 
+  // The user's membership of `room` began or ended, on some device. Ended by a kick or a
+  // ban, the room is forgotten here at once, whether its `left` came already or not.
+  _onMembership(frame) {
+    if (frame.member === false && REMOVED.has(frame.reason) && this._rooms.has(frame.room)) {
+      this._forgetRoom(frame.room, new HubbubError(frame.reason, `removed from ${frame.room}`));
+    }
+    this._emit("membership", frame);
+  }
+
   // -- the connection ---------------------------------------------------------------
 
   _open() {
@@ -426,6 +446,8 @@ export class HubbubClient extends EventTarget {
         return;
       case "read": // for any room of the user's, joined here or not
         return this._emit("read", frame);
+      case "membership": // likewise
+        return this._onMembership(frame);
       case "left":
         if (frame.reason !== undefined) return this._onRemoved(frame);
         return this._answer(frame);
