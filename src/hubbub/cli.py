@@ -121,6 +121,14 @@ def check(settings: Settings) -> None:
     """Refuse settings that cannot work, with a message that says why."""
     store_from_url(settings.store_url)  # a known scheme, its extra installed
     Authenticator(settings)  # a readable key that fits the algorithm
+    if settings.webhook_targets and not settings.webhook_secret:
+        raise ConfigurationError(
+            "--webhook-urls needs --webhook-secret: receivers check each request's "
+            "signature with it (docs/webhooks.md)"
+        )
+    for url in settings.webhook_targets:
+        if not url.startswith(("http://", "https://")):
+            raise ConfigurationError(f"a webhook URL is http:// or https://, not {url!r}")
     broker = broker_from_url(settings.broker_url)
     if settings.workers > 1 and not broker.shared_across_processes:
         raise ConfigurationError(

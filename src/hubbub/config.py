@@ -160,7 +160,27 @@ class Settings(BaseSettings):
         "choose, bounding the memory that inflating their messages takes.",
     )
 
-    @field_validator("api_key")
+    webhook_urls: str = Field(
+        "",
+        description="URLs (comma-separated) that get every event as a signed POST, from a "
+        "durable outbox in the store (docs/webhooks.md); none by default.",
+    )
+    webhook_secret: str | None = Field(
+        None, description="Key of the webhooks' HMAC-SHA256 signature (needed with URLs)."
+    )
+    webhook_timeout: float = Field(
+        10.0, gt=0, description="Seconds a webhook receiver may take to answer."
+    )
+    webhook_backoff_max: float = Field(
+        60.0, gt=0, description="Longest wait, in seconds, between tries of a failed webhook."
+    )
+
+    @property
+    def webhook_targets(self) -> tuple[str, ...]:
+        """The webhook URLs, one each."""
+        return tuple(url.strip() for url in self.webhook_urls.split(",") if url.strip())
+
+    @field_validator("api_key", "webhook_secret")
     @classmethod
     def _empty_is_unset(cls, value: str | None) -> str | None:
         # HUBBUB_API_KEY= (empty, as compose files leave it) must not open the API.

@@ -36,7 +36,8 @@ from hubbub.protocol import Message, Moderation, Person, RoomEvent
 from hubbub.rooms import RoomFeed
 from hubbub.stores import Store
 from hubbub.stores.base import RoomSettings
-from hubbub.stores.chat import Membership, MessageChange, ModerationChange
+from hubbub.stores.chat import Membership, MessageChange, ModerationChange, webhook_notice
+from hubbub.webhooks import Delivery
 
 logger = logging.getLogger("hubbub.hub")
 
@@ -84,6 +85,8 @@ class Hub:
         self.broker = broker
         self.store = store
         self.metrics = metrics or Metrics()
+        store.webhook_targets = settings.webhook_targets  # the store writes their outbox
+        self._deliveries: list[Delivery] = []
         self.connections: set[Connection] = set()
         self._members: dict[str, set[Connection]] = {}
         # One broker subscription per channel, shared by concurrent first joiners.
@@ -127,6 +130,19 @@ class Hub:
         await self._subscribe(USER_CHANNEL)
         await self.presence.resync()
         self._keep_running("presence heartbeat", self.presence.run)
+        for url in self.settings.webhook_targets:
+            assert self.settings.webhook_secret is not None  # cli.check says so
+            delivery = Delivery(
+                self.store,
+                url,
+                self.settings.webhook_secret,
+                self.store.deployment.epoch,
+                self.metrics,
+                timeout=self.settings.webhook_timeout,
+                backoff_max=self.settings.webhook_backoff_max,
+            )
+            self._deliveries.append(delivery)
+            self._keep_running(f"webhooks to {delivery.name}", delivery.run)
 
     async def stop(self) -> None:
         """Disconnect the broker and close the store; connections are closed before this."""
@@ -417,6 +433,8 @@ class Hub:
         member = feed.add(connection, identity.user, identity.name, after, since is not None)
         self._rooms_of.setdefault(connection, set()).add(room)
         announce(last, self.presence.members(room))
+        if held is None:  # its first connection in the room, on any process
+            await self._notify("member.joined", room, user=identity.user, name=identity.name)
         if listed:
             self.push_to_user(identity.user, protocol.MembershipNotice(room=room, member=True))
         if since is not None:
@@ -478,7 +496,27 @@ class Hub:
         await self.presence.remove(room, member.user)
         if not feed.members:
             await self._close_feed(room)
+        present = self.presence.members(room)
+        if member.user not in present:  # its last connection in the room, on any process
+            await self._notify("member.left", room, user=member.user, name=member.name)
+            if not present:
+                await self._notify("room.vacated", room)
         return True
+
+    async def _notify(self, kind: str, room: str, **fields: str) -> None:
+        """A webhook event that no store write carries; lost (and logged) if the store
+        cannot take it."""
+        if not self._deliveries:
+            return
+        try:
+            await self.store.enqueue(
+                room, webhook_notice(kind, room, protocol.timestamp(), **fields)
+            )
+        except Exception as exc:
+            logger.warning("room %s: webhook event %s not written: %s", room, kind, exc)
+            return
+        for delivery in self._deliveries:
+            delivery.wake()
 
     async def _close_feed(self, room: str) -> None:
         del self._feeds[room]
@@ -543,6 +581,8 @@ class Hub:
         if feed is not None:
             feed.on_message(event, OutFrame(payload))
         self.broker.publish(ROOM_PREFIX + room, payload)
+        for delivery in self._deliveries:  # the store wrote it to their outbox too
+            delivery.wake()
 
     def standing(self, room: str, user: str) -> Membership | None:
         """``user``'s standing in ``room`` as this process's feed knows it (None: the

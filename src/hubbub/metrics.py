@@ -118,6 +118,32 @@ class Metrics:
             "Broker messages of another deployment (another epoch) on the same broker, dropped.",
             registry=r,
         )
+        self.webhook_delivered = Counter(
+            "hubbub_webhook_delivered",
+            "Webhook events a receiver answered with a 2xx, by URL.",
+            ["url"],
+            registry=r,
+        )
+        self.webhook_failed = Counter(
+            "hubbub_webhook_failed",
+            "Webhook tries that failed (another status, no connection, no answer in time).",
+            ["url"],
+            registry=r,
+        )
+        self.webhook_queued = Gauge(
+            "hubbub_webhook_queued",
+            "Webhook events waiting in the outbox, as the delivering process last counted.",
+            ["url"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+        self.webhook_oldest = Gauge(
+            "hubbub_webhook_oldest_seconds",
+            "Age of the oldest webhook event waiting, as the delivering process last saw it.",
+            ["url"],
+            registry=r,
+            multiprocess_mode="max",
+        )
         self.task_failures = Counter(
             "hubbub_task_failures",
             "Background tasks of the hub that raised, by task; a long-running one (the "

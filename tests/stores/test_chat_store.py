@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
 import pytest
 
 from hubbub.errors import ErrorCode, ProtocolError
@@ -642,3 +643,49 @@ async def test_timed_store_measures_every_operation(open_store: OpenStore) -> No
             "hubbub_store_operation_seconds_count", {"op": op}
         )
         assert count == 1, op
+
+
+# -- the webhooks' outbox --------------------------------------------------------------
+
+
+async def test_each_event_is_in_each_targets_outbox_with_what_stored_it(
+    open_store: OpenStore,
+) -> None:
+    store = await open_store()
+    await store.append("r", "Ann", "before", TS, user="ann")  # no targets yet: not written
+    store.webhook_targets = ("http://a/", "http://b/")
+    await store.append("r", "Ann", "hi", TS, user="ann")
+    await store.change("r", ReactChange(2, "bob", "Bob", "👍"), LATER)
+    await refused(ErrorCode.NOT_YOURS, store.change("r", EditChange(2, "bob", "Bob", "x"), TS))
+    await store.join_member("r", "bob", "Bob")
+    await store.moderate("r", moderation("mute", "bob"), LATER)
+    await store.enqueue("r", b'{"type":"room.vacated","room":"r","ts":"' + TS.encode() + b'"}')
+    for target in ("http://a/", "http://b/"):
+        batch = await store.outbox_batch(target, 10)
+        bodies = [msgspec.json.decode(e.body) for e in batch]
+        assert [b["type"] for b in bodies] == [
+            "message.created",
+            "reaction.added",
+            "member.moderated",
+            "room.vacated",
+        ]  # the refused edit wrote nothing
+        assert bodies[0]["event"]["text"] == "hi" and bodies[0]["event"]["seq"] == 2
+        assert [b["ts"] for b in bodies[:3]] == [TS, LATER, LATER]
+        assert [e.number for e in batch] == sorted(e.number for e in batch)
+        assert await store.outbox_depth(target) == (4, TS)
+    first = (await store.outbox_batch("http://a/", 1))[0]
+    await store.outbox_done("http://a/", first.number)
+    assert (await store.outbox_depth("http://a/"))[0] == 3
+    assert (await store.outbox_depth("http://b/"))[0] == 4  # each target its own
+    assert await store.outbox_depth("http://nobody/") == (0, None)
+
+
+async def test_one_owner_at_a_time_holds_a_targets_lease(open_store: OpenStore) -> None:
+    one, two = await open_store(), await open_store()  # two processes
+    assert await one.outbox_lease("http://a/", "one", 60)
+    assert not await two.outbox_lease("http://a/", "two", 60)
+    assert await one.outbox_lease("http://a/", "one", 60)  # renewed
+    assert await two.outbox_lease("http://b/", "two", 60)  # another target
+    assert await one.outbox_lease("http://c/", "one", -1)  # expired at once
+    assert await two.outbox_lease("http://c/", "two", 60)  # so it is taken over
+    assert not await one.outbox_lease("http://c/", "one", 60)

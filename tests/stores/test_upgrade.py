@@ -15,7 +15,7 @@ from hubbub.stores.base import AlreadySent
 from hubbub.stores.chat import DeleteChange, EditChange, Membership, ReactChange
 from tests.services import temporary_database
 
-VERSION = 4  # the schema this code makes
+VERSION = 5  # the schema this code makes
 
 # The schema exactly as version 1 (commit 88a16ce) made it, and rows as it wrote them.
 SQLITE_V1 = """

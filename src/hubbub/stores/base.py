@@ -56,6 +56,15 @@ class AlreadySent(Exception):  # not an error: the answer to a repeat
 
 
 @dataclass(frozen=True)
+class OutboxEvent:
+    """One event waiting in a webhook target's outbox."""
+
+    number: int  # its place in the outbox: unique, never reused
+    body: bytes  # a JSON object without its id
+    created: str  # when it was written (ISO 8601 UTC)
+
+
+@dataclass(frozen=True)
 class Retention:
     """How much history a store keeps; 0 means no limit."""
 
@@ -95,6 +104,9 @@ class Store(ABC):
         self.url = url
         self.retention = retention or Retention()
         self._deployment: Deployment | None = None
+        # Webhook URLs: each room-log event is written to each one's outbox in the
+        # transaction that stores it (none: nothing is written).
+        self.webhook_targets: tuple[str, ...] = ()
 
     @property
     def deployment(self) -> Deployment:
@@ -211,3 +223,27 @@ class Store(ABC):
     @abstractmethod
     async def set_receipts(self, room: str, on: bool) -> None:
         """Turn read receipts on or off for ``room``."""
+
+    # -- the webhooks' outbox (docs/webhooks.md) -----------------------------------
+
+    @abstractmethod
+    async def enqueue(self, room: str, body: bytes) -> None:
+        """Put an event that no other write carries (``member.joined`` …) into every
+        webhook target's outbox."""
+
+    @abstractmethod
+    async def outbox_lease(self, target: str, owner: str, seconds: float) -> bool:
+        """Take or renew the lease on delivering ``target``'s outbox for ``seconds``;
+        False while another owner holds it."""
+
+    @abstractmethod
+    async def outbox_batch(self, target: str, limit: int) -> list[OutboxEvent]:
+        """The oldest ``limit`` events waiting for ``target``, in order."""
+
+    @abstractmethod
+    async def outbox_done(self, target: str, number: int) -> None:
+        """``target`` has the event ``number``: it is deleted."""
+
+    @abstractmethod
+    async def outbox_depth(self, target: str) -> tuple[int, str | None]:
+        """How many events wait for ``target``, and when the oldest was written."""

@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 
+from hubbub import protocol
 from hubbub.errors import ErrorCode, ProtocolError
 from hubbub.protocol import (
     MAX_REACTIONS,
@@ -315,3 +316,28 @@ def people(dm: str) -> tuple[Person, ...]:
     """The people of a direct-message room, from :func:`people_json`."""
     pairs = msgspec.json.decode(dm, type=list[tuple[str, str]])
     return tuple(Person(user=user, name=name) for user, name in pairs)
+
+
+# -- the webhooks' outbox (docs/webhooks.md) ------------------------------------------
+
+WEBHOOK_TYPES = {
+    MESSAGE: "message.created",
+    EDIT: "message.edited",
+    DELETE: "message.deleted",
+    MODERATION: "member.moderated",
+}
+
+
+def webhook_body(room: str, row: Row) -> bytes:
+    """The outbox body of a stored room-log event (its ``id`` is added when it is sent)."""
+    if row.kind == REACTION:
+        kind = "reaction.added" if row.extra.get("added") else "reaction.removed"
+    else:
+        kind = WEBHOOK_TYPES[row.kind]
+    frame = msgspec.Raw(protocol.encode(event_of(room, row)))
+    return msgspec.json.encode({"type": kind, "room": room, "ts": row.ts, "event": frame})
+
+
+def webhook_notice(kind: str, room: str, ts: str, **fields: str) -> bytes:
+    """The outbox body of a membership event (``member.joined`` …, ``room.vacated``)."""
+    return msgspec.json.encode({"type": kind, "room": room, "ts": ts, **fields})

@@ -15,6 +15,7 @@ it, so none waits on another in a cycle.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -35,6 +36,7 @@ from hubbub.stores.base import (
     SEND_ID_SECONDS,
     AlreadySent,
     Deployment,
+    OutboxEvent,
     Retention,
     RoomSettings,
     Store,
@@ -87,6 +89,17 @@ MIGRATIONS = [
         seq bigint NOT NULL, ts text NOT NULL, PRIMARY KEY (room, user_id, send_id)
     );
     CREATE INDEX hubbub_send_ids_ts ON hubbub_send_ids (room, ts);
+    """,
+    # 5: the webhooks' outbox, one row per event and target, and who delivers each target
+    """
+    CREATE TABLE hubbub_outbox (
+        number bigserial PRIMARY KEY, target text NOT NULL, room text NOT NULL,
+        body bytea NOT NULL, created text NOT NULL
+    );
+    CREATE INDEX hubbub_outbox_target ON hubbub_outbox (target, number);
+    CREATE TABLE hubbub_outbox_leases (
+        target text PRIMARY KEY, owner text NOT NULL, until double precision NOT NULL
+    );
     """,
 ]
 MIGRATION_LOCK = 0x6875_6262  # pg_advisory_xact_lock key: one migrator at a time
@@ -189,7 +202,8 @@ class PostgresStore(Store):
         send_id: str | None = None,
     ) -> Message:
         row = chat.message_row(sender, text, ts, user=user, reply_to=reply_to, data=data)
-        if reply_to is None and send_id is None:
+        targets = self.webhook_targets
+        if reply_to is None and send_id is None and not targets:
             await _insert(self.pool, room, row)
         else:
             key = (room, user or "", send_id)
@@ -212,7 +226,7 @@ class PostgresStore(Store):
                         raise AlreadySent(int(kept["seq"]), str(kept["ts"]))
                 if reply_to is not None:
                     chat.check_reply(await _select(conn, room, reply_to))
-                await _insert(conn, room, row)
+                await _insert(conn, room, row, self.webhook_targets)
                 if send_id is not None:
                     await conn.execute(
                         "UPDATE hubbub_send_ids SET seq = $4 "
@@ -248,7 +262,7 @@ class PostgresStore(Store):
                     state.seq,
                     ERASED,
                 )
-            await _insert(conn, room, event)
+            await _insert(conn, room, event, self.webhook_targets)
         await self._prune_at(room, event.seq)
         return chat.event_of(room, event)
 
@@ -273,7 +287,7 @@ class PostgresStore(Store):
                 change.action == "kick",  # a kick ends the membership
             )
             event.ts = ts
-            await _insert(conn, room, event)
+            await _insert(conn, room, event, self.webhook_targets)
         await self._prune_at(room, event.seq)
         moderation = chat.event_of(room, event)
         assert isinstance(moderation, Moderation)
@@ -428,6 +442,50 @@ class PostgresStore(Store):
             on,
         )
 
+    async def enqueue(self, room: str, body: bytes) -> None:
+        if not self.webhook_targets:
+            return
+        now = timestamp()
+        await self.pool.executemany(
+            "INSERT INTO hubbub_outbox (target, room, body, created) VALUES ($1, $2, $3, $4)",
+            [(target, room, body, now) for target in self.webhook_targets],
+        )
+
+    async def outbox_lease(self, target: str, owner: str, seconds: float) -> bool:
+        now = time.time()
+        taken = await self.pool.fetchval(
+            "INSERT INTO hubbub_outbox_leases VALUES ($1, $2, $3) ON CONFLICT (target) "
+            "DO UPDATE SET owner = excluded.owner, until = excluded.until "
+            "WHERE hubbub_outbox_leases.owner = excluded.owner "
+            "OR hubbub_outbox_leases.until < $4 RETURNING 1",
+            target,
+            owner,
+            now + seconds,
+            now,
+        )
+        return taken is not None
+
+    async def outbox_batch(self, target: str, limit: int) -> list[OutboxEvent]:
+        records = await self.pool.fetch(
+            "SELECT number, body, created FROM hubbub_outbox WHERE target = $1 "
+            "ORDER BY number LIMIT $2",
+            target,
+            limit,
+        )
+        return [OutboxEvent(int(r["number"]), bytes(r["body"]), r["created"]) for r in records]
+
+    async def outbox_done(self, target: str, number: int) -> None:
+        await self.pool.execute(
+            "DELETE FROM hubbub_outbox WHERE target = $1 AND number = $2", target, number
+        )
+
+    async def outbox_depth(self, target: str) -> tuple[int, str | None]:
+        record = await self.pool.fetchrow(
+            "SELECT count(*) AS n, min(created) AS oldest FROM hubbub_outbox WHERE target = $1",
+            target,
+        )
+        return int(record["n"]), record["oldest"]
+
 
 def _row(record: Any) -> Row:
     extra = record["extra"]
@@ -459,9 +517,9 @@ async def _select(conn: Any, room: str, seq: int, lock: str = "") -> Row | None:
     return None if record is None else _row(record)
 
 
-async def _insert(conn: Any, room: str, row: Row) -> None:
+async def _insert(conn: Any, room: str, row: Row, targets: tuple[str, ...] = ()) -> None:
     """Store ``row`` as the room's next event (on a pool or in a transaction), setting
-    its ``seq``."""
+    its ``seq``; with webhook ``targets`` (in a transaction only), in each one's outbox."""
     row.seq = int(
         await conn.fetchval(
             APPEND,
@@ -475,3 +533,9 @@ async def _insert(conn: Any, room: str, row: Row) -> None:
             chat.extra_json(row.extra),
         )
     )
+    if targets:
+        body = chat.webhook_body(room, row)
+        await conn.executemany(
+            "INSERT INTO hubbub_outbox (target, room, body, created) VALUES ($1, $2, $3, $4)",
+            [(target, room, body, row.ts) for target in targets],
+        )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -37,6 +38,7 @@ from hubbub.stores.base import (
     SEND_ID_SECONDS,
     AlreadySent,
     Deployment,
+    OutboxEvent,
     Retention,
     RoomSettings,
     Store,
@@ -86,6 +88,17 @@ MIGRATIONS = [
         seq INTEGER NOT NULL, ts TEXT NOT NULL, PRIMARY KEY (room, user_id, send_id)
     ) WITHOUT ROWID;
     CREATE INDEX send_ids_ts ON send_ids (room, ts);
+    """,
+    # 5: the webhooks' outbox, one row per event and target, and who delivers each target
+    """
+    CREATE TABLE outbox (
+        number INTEGER PRIMARY KEY AUTOINCREMENT, target TEXT NOT NULL, room TEXT NOT NULL,
+        body BLOB NOT NULL, created TEXT NOT NULL
+    );
+    CREATE INDEX outbox_target ON outbox (target, number);
+    CREATE TABLE outbox_leases (
+        target TEXT PRIMARY KEY, owner TEXT NOT NULL, until REAL NOT NULL
+    ) WITHOUT ROWID;
     """,
 ]
 PRUNE_EVERY = 100  # seqs per room between retention passes
@@ -213,7 +226,7 @@ class SqliteStore(Store):
         send_id: str | None = None,
     ) -> Message:
         row = chat.message_row(sender, text, ts, user=user, reply_to=reply_to, data=data)
-        retention = self.retention
+        retention, targets = self.retention, self.webhook_targets
         key = (room, user or "", send_id)
 
         def append(db: sqlite3.Connection) -> None:
@@ -226,7 +239,7 @@ class SqliteStore(Store):
                     raise AlreadySent(int(kept[0]), str(kept[1]))
             if reply_to is not None:
                 chat.check_reply(_select(db, room, reply_to))
-            _insert(db, room, row, retention)
+            _insert(db, room, row, retention, targets)
             if send_id is not None:
                 db.execute("INSERT INTO send_ids VALUES (?, ?, ?, ?, ?)", (*key, row.seq, ts))
 
@@ -236,7 +249,7 @@ class SqliteStore(Store):
         return message
 
     async def change(self, room: str, change: MessageChange, ts: str) -> RoomEvent | None:
-        retention = self.retention
+        retention, targets = self.retention, self.webhook_targets
 
         def apply(db: sqlite3.Connection) -> Row | None:
             decided = chat.change_message(_select(db, room, change.seq), change)
@@ -255,14 +268,14 @@ class SqliteStore(Store):
                     "WHERE room = ? AND target = ? AND kind = 'edit'",
                     (ERASED, room, state.seq),
                 )
-            _insert(db, room, event, retention)
+            _insert(db, room, event, retention, targets)
             return event
 
         event = await self._write(apply)
         return None if event is None else chat.event_of(room, event)
 
     async def moderate(self, room: str, change: ModerationChange, ts: str) -> Moderation:
-        retention = self.retention
+        retention, targets = self.retention, self.webhook_targets
 
         def apply(db: sqlite3.Connection) -> Row:
             standing, event = chat.moderate(_member(db, room, change.member), change)
@@ -279,7 +292,7 @@ class SqliteStore(Store):
                 ),
             )
             event.ts = ts
-            _insert(db, room, event, retention)
+            _insert(db, room, event, retention, targets)
             return event
 
         moderation = chat.event_of(room, await self._write(apply))
@@ -425,6 +438,54 @@ class SqliteStore(Store):
 
         await self._write(set_receipts)
 
+    async def enqueue(self, room: str, body: bytes) -> None:
+        if not self.webhook_targets:
+            return
+        rows = [(target, room, body, timestamp()) for target in self.webhook_targets]
+        await self._write(
+            lambda db: db.executemany(
+                "INSERT INTO outbox (target, room, body, created) VALUES (?, ?, ?, ?)", rows
+            )
+        )
+
+    async def outbox_lease(self, target: str, owner: str, seconds: float) -> bool:
+        def lease(db: sqlite3.Connection) -> bool:
+            now = time.time()
+            taken = db.execute(
+                "INSERT INTO outbox_leases VALUES (?, ?, ?) ON CONFLICT (target) DO UPDATE "
+                "SET owner = excluded.owner, until = excluded.until "
+                "WHERE outbox_leases.owner = excluded.owner OR outbox_leases.until < ? "
+                "RETURNING 1",
+                (target, owner, now + seconds, now),
+            ).fetchone()
+            return taken is not None
+
+        return await self._write(lease)
+
+    async def outbox_batch(self, target: str, limit: int) -> list[OutboxEvent]:
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT number, body, created FROM outbox WHERE target = ? ORDER BY number LIMIT ?",
+                (target, limit),
+            ).fetchall()
+        )
+        return [OutboxEvent(int(n), bytes(body), str(created)) for n, body, created in rows]
+
+    async def outbox_done(self, target: str, number: int) -> None:
+        await self._write(
+            lambda db: db.execute(
+                "DELETE FROM outbox WHERE target = ? AND number = ?", (target, number)
+            )
+        )
+
+    async def outbox_depth(self, target: str) -> tuple[int, str | None]:
+        count, oldest = await self._run(
+            lambda db: db.execute(
+                "SELECT count(*), min(created) FROM outbox WHERE target = ?", (target,)
+            ).fetchone()
+        )
+        return int(count), oldest
+
 
 def _row(values: tuple[Any, ...]) -> Row:
     seq, kind, sender, text, ts, user, target, extra = values
@@ -447,8 +508,11 @@ def _select(db: sqlite3.Connection, room: str, seq: int) -> Row | None:
     return None if values is None else _row(values)
 
 
-def _insert(db: sqlite3.Connection, room: str, row: Row, retention: Retention) -> None:
-    """Store ``row`` as the room's next event, setting its ``seq``."""
+def _insert(
+    db: sqlite3.Connection, room: str, row: Row, retention: Retention, targets: tuple[str, ...]
+) -> None:
+    """Store ``row`` as the room's next event, setting its ``seq``; and in the outbox of
+    each webhook target."""
     (seq,) = db.execute(
         "INSERT INTO rooms (name, last_seq) VALUES (?, 1) ON CONFLICT (name) "
         "DO UPDATE SET last_seq = last_seq + 1 RETURNING last_seq",
@@ -469,6 +533,12 @@ def _insert(db: sqlite3.Connection, room: str, row: Row, retention: Retention) -
             chat.extra_json(row.extra),
         ),
     )
+    if targets:
+        body = chat.webhook_body(room, row)
+        db.executemany(
+            "INSERT INTO outbox (target, room, body, created) VALUES (?, ?, ?, ?)",
+            [(target, room, body, row.ts) for target in targets],
+        )
     if row.seq % PRUNE_EVERY == 0:
         _prune(db, room, row.seq, retention)
 

@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 from hubbub.metrics import Metrics
 from hubbub.protocol import Message, Moderation, Person, RoomEvent, RoomSummary
-from hubbub.stores.base import RoomSettings, Store
+from hubbub.stores.base import OutboxEvent, RoomSettings, Store
 from hubbub.stores.chat import Membership, MessageChange, ModerationChange
 
 T = TypeVar("T")
@@ -29,6 +29,11 @@ OPS = (
     "open_dm",
     "room_settings",
     "set_receipts",
+    "enqueue",
+    "outbox_lease",
+    "outbox_batch",
+    "outbox_done",
+    "outbox_depth",
 )
 
 
@@ -36,8 +41,8 @@ class TimedStore(Store):
     """Wraps ``inner``; observes ``hubbub_store_operation_seconds{op=...}`` per call."""
 
     def __init__(self, inner: Store, metrics: Metrics) -> None:
+        self.inner = inner  # first: the base's __init__ sets webhook_targets, on it
         super().__init__(inner.url, inner.retention)
-        self.inner = inner
         seconds = metrics.store_seconds
         self._seconds = {op: seconds.labels(op=op) for op in OPS}
 
@@ -128,3 +133,26 @@ class TimedStore(Store):
 
     async def set_receipts(self, room: str, on: bool) -> None:
         await self._timed("set_receipts", self.inner.set_receipts(room, on))
+
+    @property
+    def webhook_targets(self) -> tuple[str, ...]:
+        return self.inner.webhook_targets
+
+    @webhook_targets.setter
+    def webhook_targets(self, targets: tuple[str, ...]) -> None:
+        self.inner.webhook_targets = targets
+
+    async def enqueue(self, room: str, body: bytes) -> None:
+        await self._timed("enqueue", self.inner.enqueue(room, body))
+
+    async def outbox_lease(self, target: str, owner: str, seconds: float) -> bool:
+        return await self._timed("outbox_lease", self.inner.outbox_lease(target, owner, seconds))
+
+    async def outbox_batch(self, target: str, limit: int) -> list[OutboxEvent]:
+        return await self._timed("outbox_batch", self.inner.outbox_batch(target, limit))
+
+    async def outbox_done(self, target: str, number: int) -> None:
+        await self._timed("outbox_done", self.inner.outbox_done(target, number))
+
+    async def outbox_depth(self, target: str) -> tuple[int, str | None]:
+        return await self._timed("outbox_depth", self.inner.outbox_depth(target))
