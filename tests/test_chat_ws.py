@@ -504,7 +504,9 @@ async def test_moderators_kick_ban_and_mute_and_each_is_an_event(
     assert (await request(troll, "send", room="m", text="x"))["code"] == "not_joined"
     mark = len(troll.frames)
     await troll.send(type="join", room="m")
-    assert (await troll.next_of("error", mark))["code"] == "banned"
+    refusal = await troll.next_of("error", mark)
+    assert (refusal["code"], refusal["room"]) == ("banned", "m")  # which join it was
+    assert "ref" not in refusal
     # Someone else's message goes, by a moderator.
     seq = (await troll.next_of("message", text="sorry"))["seq"]
     deleted = await request(mod, "delete", room="m", seq=seq)
@@ -533,9 +535,23 @@ async def test_a_moderate_claim_in_a_token_makes_a_moderator(
         server.ws(""), query=f"token={token('alice', moderate=['team-*'])}"
     )
     bob = await RoomClient.open(server.ws(""), query=f"token={token('bob')}")
+    joined = {}
     for client in (alice, bob):
-        await client.join("team-a")
+        joined[client] = await client.join("team-a")
         await client.join("lobby")
+
+    # The claim shows where its user looks: its own entry and its room list; others see
+    # the stored role.
+    def roles(frame: dict[str, Any]) -> dict[str, str | None]:
+        return {p["user"]: p.get("role") for p in frame["people"]}
+
+    assert roles(joined[alice]) == {"alice": "moderator"}
+    assert roles(joined[bob]) == {"alice": None, "bob": None}
+    listed = await request(alice, "rooms", answer="rooms")
+    assert {r["room"]: r["role"] for r in listed["rooms"]} == {
+        "team-a": "moderator",
+        "lobby": "member",
+    }
     kicked = await request(alice, "moderate", room="team-a", user="bob", action="kick")
     assert kicked["type"] == "ack"
     await bob.next_of("left", room="team-a", reason="kicked")

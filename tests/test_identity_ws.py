@@ -51,6 +51,7 @@ async def test_token_in_the_url_and_permissions(secured: ServerProcess) -> None:
         "code": "forbidden",
         "message": "you may not post in 'news'",
         "ref": "n",
+        "room": "news",
     }
     await alice.close()
 

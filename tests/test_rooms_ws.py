@@ -159,6 +159,7 @@ async def test_rate_limit_answers_with_an_error_and_keeps_the_connection(
         "code": "rate_limited",
         "message": error["message"],
         "ref": 2,
+        "room": "a",
     }
     assert not c.closed
     await c.close()
@@ -231,5 +232,6 @@ async def test_empty_text_is_refused_as_in_the_http_api(server: ServerProcess) -
         "code": "bad_frame",
         "message": "text is empty",
         "ref": "e",
+        "room": "lobby",
     }
     await ann.close()

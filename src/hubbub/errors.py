@@ -81,6 +81,7 @@ class HubbubError(Exception):
         super().__init__(message)
         self.message = message
         self.ref = ref
+        self.room: str | None = None  # the room the refused frame named, if it did
 
 
 class ConfigurationError(HubbubError):

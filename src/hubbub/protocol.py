@@ -444,6 +444,7 @@ class Error(Frame, tag="error", omit_defaults=True):
     code: str
     message: str
     ref: str | int | None = None
+    room: str | None = None
 
 
 ServerFrame = (
@@ -575,7 +576,7 @@ def encode(frame: ServerFrame) -> bytes:
 
 def error(exc: HubbubError) -> bytes:
     """The ``error`` frame for ``exc`` (one whose type has a ``code``)."""
-    return encode(Error(code=str(exc.code), message=exc.message, ref=exc.ref))
+    return encode(Error(code=str(exc.code), message=exc.message, ref=exc.ref, room=exc.room))
 
 
 def timestamp(moment: datetime | None = None) -> str:

@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Annotated
 
+import msgspec
 from fastapi import APIRouter, Query, WebSocket, WebSocketException
 
 from hubbub import protocol
@@ -166,6 +167,7 @@ class RoomSession:
 
     async def handle(self, raw: str) -> None:
         """Act on one incoming text frame; refusals become ``error`` frames."""
+        frame: protocol.ClientFrame | None = None
         try:
             frame = protocol.decode(raw)
             if not self.rate.take():
@@ -173,6 +175,8 @@ class RoomSession:
                 raise ProtocolError(ErrorCode.RATE_LIMITED, "too many frames; slow down", ref)
             await self.dispatch(frame)
         except ProtocolError as exc:
+            if exc.room is None:
+                exc.room = getattr(frame, "room", None)
             answer(self.connection, exc)
             if not self.errors.take():
                 answer(self.connection, TooManyRefusals())
@@ -239,6 +243,9 @@ class RoomSession:
             case protocol.ListRooms(ref=ref):
                 async with self.storing(None, ref, "try again"):
                     rooms = await self.hub.store.user_rooms(identity.user)
+                rooms = [  # a token's moderate claim counts, as it does for acting
+                    msgspec.structs.replace(r, role=self.role_of(r.room, r.role)) for r in rooms
+                ]
                 self.reply(protocol.RoomList(rooms=rooms, ref=ref))
             case protocol.Typing(room=room, stop=stop):
                 self.require_member(room, None)
@@ -311,7 +318,7 @@ class RoomSession:
                                 epoch=self.hub.epoch,
                                 reset=reset,
                                 people=[
-                                    self.hub.person(room, user, name)
+                                    self.person(room, user, name)
                                     for user, name in sorted(
                                         members.items(), key=lambda item: (item[1], item[0])
                                     )
@@ -404,10 +411,23 @@ class RoomSession:
         identity = self.identity
         assert identity is not None
         standing = self.hub.standing(room, identity.user)
-        stored = standing.role if standing is not None else "member"
+        return self.role_of(room, standing.role if standing is not None else "member")
+
+    def role_of(self, room: str, stored: str) -> str:
+        """The stored role, raised to moderator by the token's ``moderate`` claim."""
+        identity = self.identity
+        assert identity is not None
         if identity.moderates(room) and ROLES.index(stored) < ROLES.index("moderator"):
             return "moderator"
         return stored
+
+    def person(self, room: str, user: str, name: str) -> Person:
+        """A member list's entry; this connection's own with the role its token gives."""
+        entry = self.hub.person(room, user, name)
+        if self.identity is not None and user == self.identity.user:
+            role = self.role_of(room, entry.role or "member")
+            entry = msgspec.structs.replace(entry, role=None if role == "member" else role)
+        return entry
 
     def known_name(self, user: str) -> str:
         """The name ``user`` goes by in one of this connection's rooms, else its id."""
