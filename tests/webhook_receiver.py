@@ -6,17 +6,23 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 TIMEOUT = 60.0
 
 
+Answer = tuple[int, bytes]
+
+
 class Receiver:
-    """``POST /hook`` on 127.0.0.1; ``status`` is what it answers."""
+    """``POST /hook`` on 127.0.0.1; ``status`` is what it answers, or ``respond(headers,
+    body)`` decides (a status and a JSON body; a backend's hooks)."""
 
     def __init__(self, port: int = 0) -> None:
         self.status = 200
+        self.respond: Callable[[dict[str, str], bytes], Answer] | None = None
         # every try, failed ones too: its headers, body, and the status it was answered
         self.requests: list[tuple[dict[str, str], bytes, int]] = []
         self._changed = threading.Condition()
@@ -35,13 +41,19 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                status = receiver.status
+                headers = dict(self.headers.items())
+                status, answer = receiver.status, b""
+                if receiver.respond is not None:
+                    status, answer = receiver.respond(headers, body)
                 with receiver._changed:
-                    receiver.requests.append((dict(self.headers.items()), body, status))
+                    receiver.requests.append((headers, body, status))
                     receiver._changed.notify_all()
                 self.send_response(status)
-                self.send_header("Content-Length", "0")
+                if answer:
+                    self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
+                self.wfile.write(answer)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass

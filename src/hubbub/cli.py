@@ -126,7 +126,13 @@ def check(settings: Settings) -> None:
             "--webhook-urls needs --webhook-secret: receivers check each request's "
             "signature with it (docs/webhooks.md)"
         )
-    for url in settings.webhook_targets:
+    hooks = [url for url in (settings.connect_hook_url, settings.publish_hook_url) if url]
+    if hooks and not settings.webhook_secret:
+        raise ConfigurationError(
+            "the hooks need --webhook-secret: the backend checks each call's signature "
+            "with it (docs/hooks.md)"
+        )
+    for url in (*settings.webhook_targets, *hooks):
         if not url.startswith(("http://", "https://")):
             raise ConfigurationError(f"a webhook URL is http:// or https://, not {url!r}")
     broker = broker_from_url(settings.broker_url)

@@ -175,12 +175,25 @@ class Settings(BaseSettings):
         60.0, gt=0, description="Longest wait, in seconds, between tries of a failed webhook."
     )
 
+    connect_hook_url: str | None = Field(
+        None,
+        description="Backend URL asked who a /v1/ws connection without credentials of "
+        "Hubbub's own is (docs/hooks.md).",
+    )
+    publish_hook_url: str | None = Field(
+        None, description="Backend URL asked to approve, change or refuse each send and edit."
+    )
+    hook_timeout: float = Field(2.0, gt=0, description="Seconds a hook may take to answer.")
+    publish_hook_fallback: Literal["refuse", "allow"] = Field(
+        "refuse", description="What a send gets when the publish hook cannot be asked."
+    )
+
     @property
     def webhook_targets(self) -> tuple[str, ...]:
         """The webhook URLs, one each."""
         return tuple(url.strip() for url in self.webhook_urls.split(",") if url.strip())
 
-    @field_validator("api_key", "webhook_secret")
+    @field_validator("api_key", "webhook_secret", "connect_hook_url", "publish_hook_url")
     @classmethod
     def _empty_is_unset(cls, value: str | None) -> str | None:
         # HUBBUB_API_KEY= (empty, as compose files leave it) must not open the API.

@@ -47,6 +47,7 @@ class ErrorCode(StrEnum):
     MUTED = "muted"  # send/edit/react by a user muted in the room
     BANNED = "banned"  # join of a room the user is banned from
     NO_SUCH_MEMBER = "no_such_member"  # moderate/role naming a user who is not a member
+    REFUSED = "refused"  # a send or edit the publish hook refused (docs/hooks.md)
 
 
 class HubbubError(Exception):
@@ -117,6 +118,14 @@ class Unauthenticated(Closing):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+
+
+class BackendUnavailable(Closing):
+    """The connect hook could not be asked who the connection is (docs/hooks.md)."""
+
+    code = ErrorCode.UNAVAILABLE
+    close_code = CloseCode.TRY_AGAIN_LATER
+    close_reason = "backend unavailable, try again later"
 
 
 class TooManyRefusals(Closing):

@@ -29,6 +29,7 @@ from hubbub.errors import (
     ProtocolError,
     ServerBusy,
 )
+from hubbub.hooks import Hooks
 from hubbub.metrics import Metrics
 from hubbub.outgoing import OutFrame
 from hubbub.presence import PRESENCE_CHANNEL, Presence
@@ -87,6 +88,7 @@ class Hub:
         self.metrics = metrics or Metrics()
         store.webhook_targets = settings.webhook_targets  # the store writes their outbox
         self._deliveries: list[Delivery] = []
+        self.hooks = Hooks(settings)
         self.connections: set[Connection] = set()
         self._members: dict[str, set[Connection]] = {}
         # One broker subscription per channel, shared by concurrent first joiners.
@@ -130,6 +132,7 @@ class Hub:
         await self._subscribe(USER_CHANNEL)
         await self.presence.resync()
         self._keep_running("presence heartbeat", self.presence.run)
+        await self.hooks.start()
         for url in self.settings.webhook_targets:
             assert self.settings.webhook_secret is not None  # cli.check says so
             delivery = Delivery(
@@ -157,6 +160,7 @@ class Hub:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.hooks.stop()
         await self.broker.stop()
         await self.store.stop()
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Annotated
 
 import msgspec
@@ -20,6 +21,7 @@ from hubbub import protocol
 from hubbub.auth import Authenticator, AuthError, Identity, patterns, trusted_origin
 from hubbub.connection import Connection
 from hubbub.errors import (
+    BackendUnavailable,
     ErrorCode,
     OriginNotAllowed,
     ProtocolError,
@@ -88,11 +90,24 @@ class RoomSession:
     # -- who is this? ------------------------------------------------------------
 
     async def authenticate(
-        self, texts: AsyncIterator[str], token: str | None, name: str | None, guest: str | None
+        self,
+        texts: AsyncIterator[str],
+        token: str | None,
+        name: str | None,
+        guest: str | None,
+        ask_backend: Callable[[], Awaitable[Identity | None]] | None = None,
     ) -> bool:
-        """Settle the identity from the URL or a first ``hello`` frame; on failure the
-        client gets an ``error`` and the connection is closed (1008)."""
+        """Settle the identity from the URL, the backend (``ask_backend``: the connect
+        hook) or a first ``hello`` frame; on failure the client gets an ``error`` and
+        the connection is closed (1008; 1013 if the backend could not be asked)."""
         try:
+            if ask_backend is not None:
+                given = await ask_backend()
+                if given is not None:
+                    self.adopt(given)
+                    self.hub.register_user(self.connection, given.user)
+                    self.hub.on_kicked(self.connection, self._kicked)
+                    return True
             if token is None and name is None and guest is None:
                 token, name, guest = await self._hello(texts)
             if token is not None:
@@ -105,6 +120,9 @@ class RoomSession:
             answer(
                 self.connection, Unauthenticated(exc.code or ErrorCode.UNAUTHORIZED, exc.message)
             )
+            return False
+        except (Unauthenticated, BackendUnavailable) as exc:  # the connect hook's answer
+            answer(self.connection, exc)
             return False
         self.adopt(identity)
         self.hub.register_user(self.connection, identity.user)
@@ -191,6 +209,9 @@ class RoomSession:
                 self.require_writer(room, ref)
                 protocol.check_text(text, self.max_text, ref)
                 protocol.check_data(data, self.max_data, ref)
+                text, data = await self.hub.hooks.publish(
+                    self.hook_payload("send", room, reply_to=reply_to), text, data, ref
+                )
                 try:
                     async with self.storing(room, ref, "not sent"):
                         message = await self.hub.send_to_room(
@@ -211,6 +232,9 @@ class RoomSession:
                 self.require_writer(room, ref)
                 protocol.check_text(text, self.max_text, ref)
                 protocol.check_data(data, self.max_data, ref)
+                text, data = await self.hub.hooks.publish(
+                    self.hook_payload("edit", room, seq=seq), text, data, ref
+                )
                 await self.change(
                     room, EditChange(seq, identity.user, identity.name, text, data), ref
                 )
@@ -413,6 +437,18 @@ class RoomSession:
         standing = self.hub.standing(room, identity.user)
         return self.role_of(room, standing.role if standing is not None else "member")
 
+    def hook_payload(self, action: str, room: str, **more: int | None) -> dict[str, object]:
+        """What the publish hook is told of a send or edit, besides its text and data."""
+        identity = self.identity
+        assert identity is not None
+        return {
+            "action": action,
+            "room": room,
+            "user": identity.user,
+            "name": identity.name,
+            **more,
+        }
+
     def role_of(self, room: str, stored: str) -> str:
         """The stored role, raised to moderator by the token's ``moderate`` claim."""
         identity = self.identity
@@ -512,13 +548,25 @@ def rooms_router(hub: Hub, auth: Authenticator) -> APIRouter:
                 refusal = OriginNotAllowed()
                 raise WebSocketException(refusal.close_code, refusal.close_reason)
             token = cookie
+        ask_backend = None
+        if hub.hooks.connect_url and token is None and name is None and guest is None:
+            # The backend sees the request's cookies: a browser's page (the one kind of
+            # client that sends Origin, and others' cookies) must be a trusted one.
+            if "origin" in websocket.headers and not trusted_origin(
+                websocket.headers, websocket.url.scheme, allowed_origins
+            ):
+                refusal = OriginNotAllowed()
+                raise WebSocketException(refusal.close_code, refusal.close_reason)
+            client = websocket.client.host if websocket.client else None
+            headers = websocket.headers
+            ask_backend = functools.partial(hub.hooks.connect, headers, client)
         connection = await hub.connect(websocket)
         if connection is None:
             return
         session = RoomSession(hub, auth, connection)
         texts = connection.texts()
         try:
-            authenticated = await session.authenticate(texts, token, name, guest)
+            authenticated = await session.authenticate(texts, token, name, guest, ask_backend)
         except BaseException:
             await session.close()
             await hub.disconnect(connection)
