@@ -689,3 +689,25 @@ async def test_one_owner_at_a_time_holds_a_targets_lease(open_store: OpenStore) 
     assert await one.outbox_lease("http://c/", "one", -1)  # expired at once
     assert await two.outbox_lease("http://c/", "two", 60)  # so it is taken over
     assert not await one.outbox_lease("http://c/", "one", 60)
+
+
+async def test_writes_at_once_fail_alone_and_the_rest_are_stored_in_order(
+    open_store: OpenStore,
+) -> None:
+    # SQLite commits writes that wait together in one transaction (group commit), each
+    # in a savepoint: a refused one must change nothing, and take nothing from the others.
+    store = await open_store()
+    outcomes = await asyncio.gather(
+        *(
+            store.append("r", "Ann", str(n), TS, user="ann", reply_to=9999 if n % 5 == 0 else None)
+            for n in range(50)
+        ),
+        return_exceptions=True,
+    )
+    refusals = [o for o in outcomes if isinstance(o, ProtocolError)]
+    assert [r.code for r in refusals] == [ErrorCode.NO_SUCH_MESSAGE] * 10
+    stored = [o for o in outcomes if isinstance(o, Message)]
+    assert sorted(m.seq for m in stored) == list(range(1, 41))
+    kept = [e for e in await store.read("r", limit=100) if isinstance(e, Message)]
+    assert [(m.seq, m.text) for m in kept] == sorted((m.seq, m.text) for m in stored)
+    assert await store.last_seq("r") == 40

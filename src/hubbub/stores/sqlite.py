@@ -13,7 +13,9 @@ once. SQLite cannot be shared between machines: use PostgreSQL for that.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -151,6 +153,10 @@ class SqliteStore(Store):
         self.path = path_of(url)
         self._db: sqlite3.Connection | None = None
         self._thread: ThreadPoolExecutor | None = None
+        # Group commit: writes asked for while the store's thread is busy wait here, and
+        # the next transaction takes all of them.
+        self._writes: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]] = []
+        self._writes_lock = threading.Lock()  # the loop's thread adds, the store's takes
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         assert self._thread is not None and self._db is not None, "store not started"
@@ -158,19 +164,47 @@ class SqliteStore(Store):
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, db)
 
     async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` in one write transaction: it holds SQLite's write lock throughout."""
+        """Run ``fn`` in a write transaction (holding SQLite's write lock throughout) and
+        return once it is committed. Writes that wait meanwhile share one transaction
+        (group commit), each in a savepoint of its own: one that raises changes nothing
+        and fails alone; a failed commit fails them all."""
+        assert self._thread is not None and self._db is not None, "store not started"
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[T] = loop.create_future()
+        with self._writes_lock:
+            self._writes.append((fn, done))
+            first = len(self._writes) == 1  # the first to wait: a transaction is due
+        if first:  # (submitted, not awaited: _commit hands every outcome to its future)
+            self._thread.submit(self._commit, self._db, loop)
+        return await done
 
-        def write(db: sqlite3.Connection) -> T:
+    def _commit(self, db: sqlite3.Connection, loop: asyncio.AbstractEventLoop) -> None:
+        # On the store's thread. Once the list is taken, a write asked for schedules the
+        # next transaction.
+        with self._writes_lock:
+            batch, self._writes = self._writes, []
+        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        try:
             db.execute("BEGIN IMMEDIATE")
-            try:
-                result = fn(db)
+            alone = len(batch) == 1  # the transaction is its savepoint
+            for fn, done in batch:
+                if not alone:
+                    db.execute("SAVEPOINT one")
+                try:
+                    outcomes.append((done, fn(db), None))
+                except BaseException as exc:  # handed to its caller
+                    db.execute("ROLLBACK" if alone else "ROLLBACK TO one")
+                    outcomes.append((done, None, exc))
+                if not alone:
+                    db.execute("RELEASE one")
+            if db.in_transaction:
                 db.execute("COMMIT")
-            except BaseException:
+        except BaseException as exc:  # handed to every caller
+            if db.in_transaction:
                 db.execute("ROLLBACK")
-                raise
-            return result
-
-        return await self._run(write)
+            outcomes = [(done, None, exc) for _, done in batch]
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+            loop.call_soon_threadsafe(_settle, outcomes)
 
     async def start(self) -> None:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hubbub-sqlite")
@@ -506,6 +540,16 @@ def _select(db: sqlite3.Connection, room: str, seq: int) -> Row | None:
         f"SELECT {COLUMNS} FROM messages WHERE room = ? AND seq = ?", (room, seq)
     ).fetchone()
     return None if values is None else _row(values)
+
+
+def _settle(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for done, result, exc in outcomes:
+        if done.cancelled():
+            continue  # its caller went; the write stands (or failed) all the same
+        if exc is None:
+            done.set_result(result)
+        else:
+            done.set_exception(exc)
 
 
 def _insert(
