@@ -379,3 +379,122 @@ def test_a_refusal_without_a_ref_goes_to_the_request_that_can_get_it(
     page.route_web_socket(re.compile(r"/v1/ws\b"), relay)
     page.goto(server.http("/"))
     assert page.evaluate(REFUSED_WITHOUT_REF) == ["banned", "sent"]
+
+
+# -- sent once: every send has an id; the outbox keeps the unacknowledged ones ------------
+
+LOST_ACK = """async () => {
+  // As on a page served over plain http from elsewhere (no secure context): no randomUUID.
+  delete Crypto.prototype.randomUUID;
+  const { HubbubClient, defaultUrl } = await import("/static/hubbub.js");
+  const options = { name: "may", backoffMin: 50, backoffMax: 200 };
+  const client = new HubbubClient(defaultUrl(), options);
+  client.connect();
+  await client.join("r");
+  const seq = await client.send("r", "once");  // its ack is lost, and its connection
+  const next = await client.send("r", "twice?");
+  const texts = (await client.history("r")).map((m) => m.text);
+  const left = client.pending("r");
+  client.close();
+  return { seq, next, texts, left };
+}"""
+
+
+def test_a_send_whose_ack_is_lost_goes_again_under_its_id_and_is_stored_once(
+    server: ServerProcess, new_page: NewPage
+) -> None:
+    page = new_page()
+    from_page: list[dict[str, Any]] = []
+    to_page: list[dict[str, Any]] = []
+    lost: list[dict[str, Any]] = []
+
+    def relay(socket: WebSocketRoute) -> None:
+        upstream = socket.connect_to_server()
+
+        def up(message: str | bytes) -> None:
+            from_page.append(json.loads(message))
+            upstream.send(message)
+
+        def down(message: str | bytes) -> None:
+            frame = json.loads(message)
+            if frame["type"] == "ack" and not lost:
+                lost.append(frame)  # stored, but the page never hears it
+                socket.close()
+                upstream.close()
+                return
+            to_page.append(frame)
+            socket.send(message)
+
+        socket.on_message(up)
+        upstream.on_message(down)
+
+    page.route_web_socket(re.compile(r"/v1/ws\b"), relay)
+    page.goto(server.http("/"))
+    result = page.evaluate(LOST_ACK)
+    assert result == {"seq": 1, "next": 2, "texts": ["once", "twice?"], "left": []}
+    first, again, other = [f for f in from_page if f["type"] == "send"]
+    assert first == again and first["text"] == "once"  # the same frame: ref and id
+    v4 = r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}"
+    assert re.fullmatch(v4, first["id"]) and re.fullmatch(v4, other["id"])
+    assert other["id"] != first["id"]
+    assert lost == [{"type": "ack", "room": "r", "seq": 1, "ref": first["ref"]}]
+    acks = [f for f in to_page if f["type"] == "ack"]
+    assert acks == [
+        {"type": "ack", "room": "r", "seq": 1, "ref": first["ref"], "repeat": True},
+        {"type": "ack", "room": "r", "seq": 2, "ref": other["ref"]},
+    ]
+
+
+OUTBOX = """async () => {
+  const { HubbubClient, defaultUrl } = await import("/static/hubbub.js");
+  localStorage.clear();
+  const day = 24 * 60 * 60 * 1000;
+  const url = defaultUrl();
+  const outcome = (promise) => promise.then((value) => ["ok", value], (e) => [e.name, e.code]);
+  // Written a day ago and more, never answered: the server may have forgotten its id.
+  const old = { room: "r", text: "a day old", at: 1, n: 0, written: Date.now() - day - 1000 };
+  localStorage.setItem("box/old-one", JSON.stringify(old));
+  localStorage.setItem("box/bad", "{not json");
+  const first = new HubbubClient(url, { name: "kay", outbox: "box" });
+  first.join("r");
+  const never = outcome(first.send("r", "typed offline"));  // never connected
+  const others = new HubbubClient(url, { name: "kay", outbox: "box.other" });
+  others.join("r");
+  others.send("r", "kept for box.other").catch(() => {});
+  const nested = new HubbubClient(url, { name: "kay", outbox: { key: "box/inner" } });
+  nested.join("r");
+  nested.send("r", "kept for box/inner").catch(() => {});
+  const stored = (id) => localStorage.getItem(`box/${id}`) !== null;
+  const kept = first.pending("r").map((p) => [p.text, stored(p.id)]);
+  for (const client of [first, others, nested]) client.close();  // as a page that goes away
+
+  const second = new HubbubClient(url, { name: "kay", outbox: "box" });
+  const restored = second.pending("r");  // before the room is joined, or any connection
+  second.connect();
+  second.join("r");
+  const results = await Promise.all(restored.map((p) => outcome(p.sent)));
+  const texts = (await second.history("r")).map((m) => m.text);
+  const left = second.pending("r").length;
+  second.close();
+  const keys = Object.keys(localStorage).map((k) => k.replace(/[0-9a-f-]{36}$/, "ID")).sort();
+  return {
+    kept, never: await never, restored: restored.map((p) => p.text), results, texts, left, keys,
+  };
+}"""
+
+
+def test_the_outbox_keeps_unacknowledged_sends_for_the_next_client_with_its_key(
+    server: ServerProcess, new_page: NewPage
+) -> None:
+    page = new_page()
+    page.goto(server.http("/"))
+    assert page.evaluate(OUTBOX) == {
+        "kept": [["a day old", True], ["typed offline", True]],
+        "never": ["HubbubError", "closed"],  # closed, not refused: kept for the next one
+        "restored": ["a day old", "typed offline"],
+        "results": [["HubbubError", "expired"], ["ok", 1]],
+        "texts": ["typed offline"],
+        "left": 0,
+        # What the other keys keep is theirs; the unreadable item is gone.
+        "keys": ["box.other/ID", "box/inner/ID"],
+    }

@@ -93,7 +93,7 @@ function start(name, token) {
   myUser = null;
   // A guest keeps its guest token for good: a reload or a second tab is the same guest.
   const guestToken = token ? null : load("guest");
-  client = new HubbubClient(defaultUrl(), { name, token, guestToken });
+  client = new HubbubClient(defaultUrl(), { name, token, guestToken, outbox: outboxKey(token) });
   client.on("state", ({ state }) => {
     showState(state);
     if (state === "connected") refreshRooms();
@@ -148,6 +148,22 @@ function start(name, token) {
   const last = load("room");
   select(rooms.has(last) ? last : names[0]);
   $("message").focus();
+}
+
+// Messages not acknowledged yet survive a reload, kept per user and shared by the user's
+// tabs: a guest is this browser's one guest (its guest token is kept for good), a token's
+// user is its `sub`. (Read, not verified: the server does that.)
+function outboxKey(token) {
+  if (!token) return "hubbub.outbox.guest";
+  try {
+    const payload = token.split(".")[1].replaceAll("-", "+").replaceAll("_", "/");
+    const bytes = Uint8Array.from(atob(payload), (char) => char.charCodeAt(0));
+    const { sub } = JSON.parse(new TextDecoder().decode(bytes));
+    // encodeURIComponent leaves no "/" in the key: one user's key never begins another's.
+    return typeof sub === "string" ? `hubbub.outbox.user.${encodeURIComponent(sub)}` : null;
+  } catch {
+    return null; // not a JWT we can read: unsent messages live in this page only
+  }
 }
 
 function showMe() {
@@ -234,7 +250,8 @@ function label(name) {
 
 function addRoom(name) {
   if (rooms.has(name)) return;
-  rooms.set(name, roomState(name));
+  const room = roomState(name);
+  rooms.set(name, room);
   client.join(name).catch((error) => {
     if (error.code === "banned") {
       dropped.set(name, Infinity); // until an unban says otherwise
@@ -245,6 +262,10 @@ function addRoom(name) {
     notice(`Could not join ${label(name)}: ${error.message}`);
     removeRoom(name);
   });
+  // What was typed before a reload (here or in another tab) and not acknowledged yet.
+  for (const unsent of client.pending(name)) {
+    showPending(room, unsent.text, unsent.replyTo, unsent.sent);
+  }
   saveRooms();
   renderRoomList();
 }
@@ -1035,6 +1056,7 @@ async function loadOlder(room) {
   } finally {
     room.loading = false;
     room.orphans = [];
+    settle(room); // a message acknowledged as sent before this page may be in this page
     if (room.name === current) showStart(room);
   }
 }
@@ -1165,13 +1187,18 @@ function showComposing() {
 }
 
 function post(room, text, replyTo) {
+  showPending(room, text, replyTo, client.send(room.name, text, { replyTo }));
+}
+
+// A message on its way, shown as pending until `sent` says it is stored.
+function showPending(room, text, replyTo, sent) {
   const entry = { text, replyTo, seq: null, item: pendingItem(room, text, replyTo) };
   room.pending.push(entry);
   if (room.name === current) {
     $("messages").append(entry.item);
     $("scroller").scrollTop = $("scroller").scrollHeight;
   }
-  client.send(room.name, text, { replyTo }).then(
+  sent.then(
     (seq) => {
       entry.seq = seq;
       settle(room);
@@ -1189,14 +1216,22 @@ function pendingItem(room, text, replyTo) {
   return item;
 }
 
-// A pending message gives way once both its ack and the message itself are in.
+// A pending message gives way once both its ack and the message itself are in, or once
+// the ack says it is further back than the history loaded (a message sent before a
+// reload, whose ack was lost: its repeat's ack has the first seq).
 function settle(room) {
   room.pending = room.pending.filter((entry) => {
-    const message = entry.seq !== null && room.messages.get(entry.seq);
-    if (!message) return true;
+    if (entry.seq === null) return true;
+    if (!room.messages.has(entry.seq) && !beforeLoaded(room, entry.seq)) return true;
     entry.item.remove();
     return false;
   });
+}
+
+// Message `seq` came before this page joined the room, and before the oldest loaded.
+function beforeLoaded(room, seq) {
+  if (!room.paged || room.loading || seq > (client?.lastSeq(room.name) ?? -Infinity)) return false;
+  return seq < Math.min(...room.messages.keys());
 }
 
 function failed(room, entry, error) {
@@ -1206,7 +1241,11 @@ function failed(room, entry, error) {
   }
   entry.item.classList.add("failed");
   const status = entry.item.querySelector(".status");
-  status.textContent = `not sent: ${error.message}`;
+  // (expired: it went a day ago or more, unanswered; the server may have it, or not.)
+  status.textContent =
+    error.code === "expired"
+      ? "not confirmed: sent a day ago, never answered"
+      : `not sent: ${error.message}`;
   const retry = el("button", "link", "Retry");
   retry.type = "button";
   retry.addEventListener("click", () => {

@@ -35,6 +35,11 @@ const SILENT_REFUSALS = new Set(["not_joined", "unavailable", "rate_limited", "b
 // ("name_taken" is not one of them: a guest comes back as itself with its guest token, so
 // the name is someone else's.)
 const RETRY_LATER = new Set(["unavailable", "rate_limited"]);
+// A send's id, as the server takes it (docs/protocol.md, "Sent once").
+const SEND_ID = /^[A-Za-z0-9_.:-]{1,64}$/;
+// How long the server keeps a send's id at least: a send first written longer ago than
+// this may have been stored with an id the server has forgotten, so it is not sent again.
+const ID_KEPT_MS = 24 * 60 * 60 * 1000;
 
 /** A refused request, a closed client or a left room; `code` says which. */
 export class HubbubError extends Error {
@@ -69,11 +74,24 @@ export function defaultUrl(where = window.location) {
  *            (a guest's guest_token is what brings it back as itself: keep it)
  *   error    {code, message, room?}           a refusal no promise was waiting for
  *   state    {state, previous}                connecting | connected | reconnecting | offline
+ *
+ * Every send carries an id of its own, so that the server stores it once however often it
+ * goes. With `outbox` (a key in localStorage, or {key, storage}) the sends not acknowledged
+ * yet are kept there too, and a client made later with the same key (after a reload, in
+ * another tab) sends them again once their rooms are joined: see pending().
  */
 export class HubbubClient extends EventTarget {
   constructor(
     url,
-    { name, token, guestToken, backoffMin = 250, backoffMax = 5000, heartbeat = 15000 } = {},
+    {
+      name,
+      token,
+      guestToken,
+      outbox,
+      backoffMin = 250,
+      backoffMax = 5000,
+      heartbeat = 15000,
+    } = {},
   ) {
     super();
     this._base = new URL(url);
@@ -91,6 +109,9 @@ export class HubbubClient extends EventTarget {
     this._rooms = new Map();
     this._queue = []; // requests not written yet (no connection, or their room not joined yet)
     this._inflight = []; // requests written and not answered yet, oldest first
+    this._held = []; // sends restored from the outbox whose rooms are not joined here yet
+    this._outbox = new Outbox(outbox);
+    this._sends = 0;
     this._ws = null;
     this._refs = 0;
     this._attempt = 0;
@@ -100,6 +121,8 @@ export class HubbubClient extends EventTarget {
     this._refusal = null; // the server's reason, when it refuses the connection itself
     this._closed = false;
     this._onOnline = () => this._retryNow();
+    // (Handled here too: one for a room never joined again is rejected only by close().)
+    for (const [id, kept] of this._outbox.restore()) this._post(id, kept).catch(() => {});
   }
 
   /** Where the next connection goes: as this guest again, once the server gave a token. */
@@ -129,10 +152,11 @@ export class HubbubClient extends EventTarget {
     this._forget(ws);
     ws?.close(1000);
     const error = closedError();
-    for (const request of [...this._inflight, ...this._queue]) request.reject(error);
+    for (const request of [...this._inflight, ...this._queue, ...this._held]) request.reject(error);
     for (const room of this._rooms.values()) for (const w of room.waiters) w.reject(error);
     this._inflight = [];
     this._queue = [];
+    this._held = [];
     this._setState("offline");
   }
 
@@ -149,6 +173,9 @@ export class HubbubClient extends EventTarget {
     if (!entry) {
       entry = { last: null, epoch: null, ready: false, waiters: [], refusals: 0 };
       this._rooms.set(room, entry);
+      // What an earlier page left unsent in this room goes first, once it is joined.
+      this._queue.push(...this._held.filter((request) => request.frame.room === room));
+      this._held = this._held.filter((request) => request.frame.room !== room);
     }
     const joined = new Promise((resolve, reject) => entry.waiters.push({ resolve, reject }));
     if (this.state === "connected") this._sendJoin(room, entry);
@@ -171,12 +198,38 @@ export class HubbubClient extends EventTarget {
   }
 
   /** Post `text` to a joined room, optionally as a reply to message `replyTo` and with
-   * application `data` (a JSON object); resolves with the message's seq once stored. */
-  send(room, text, { replyTo, data } = {}) {
-    const frame = { type: "send", room, text, ref: this._ref() };
-    if (replyTo !== undefined && replyTo !== null) frame.reply_to = replyTo;
-    if (data !== undefined && data !== null) frame.data = data;
-    return this._request(frame).then((ack) => ack.seq);
+   * application `data` (a JSON object); resolves with the message's seq once stored (the
+   * first one's, when the server had it already). `id`: the send's own (a random UUID by
+   * default): sent again under it, it is stored once. */
+  send(room, text, { replyTo, data, id = newId() } = {}) {
+    if (this._closed) return Promise.reject(closedError());
+    if (!this._rooms.has(room)) {
+      return Promise.reject(new HubbubError("not_joined", `join ${room} first`));
+    }
+    if (!SEND_ID.test(id)) return Promise.reject(new HubbubError("bad_frame", `bad send id: ${id}`));
+    const kept = { room, text, at: Date.now(), n: this._sends++, written: null };
+    if (replyTo !== undefined && replyTo !== null) kept.reply_to = replyTo;
+    if (data !== undefined && data !== null) kept.data = data;
+    this._outbox.keep(id, kept); // before anything else: a reload now must not lose it
+    return this._post(id, kept);
+  }
+
+  /** The sends of `room` not acknowledged yet, oldest first: this client's own and those
+   * restored from the outbox (an earlier page's, or another tab's), as
+   * [{id, room, text, replyTo, data, sent}]; `sent` is the promise send() returned (for a
+   * restored one, a promise like it). */
+  pending(room) {
+    return [...this._held, ...this._inflight, ...this._queue]
+      .filter((request) => request.kept && request.frame.room === room)
+      .sort((a, b) => a.kept.at - b.kept.at || a.kept.n - b.kept.n)
+      .map(({ frame, kept, sent }) => ({
+        id: frame.id,
+        room,
+        text: kept.text,
+        replyTo: kept.reply_to,
+        data: kept.data,
+        sent,
+      }));
   }
 
   /** Replace the text (and `data`, if given) of one's own message `seq`; resolves with
@@ -283,6 +336,15 @@ export class HubbubClient extends EventTarget {
   }
 
   _write(request) {
+    const { kept } = request;
+    if (kept?.written === null) {
+      kept.written = Date.now();
+      this._outbox.keep(request.frame.id, kept);
+    } else if (kept && Date.now() - kept.written > ID_KEPT_MS) {
+      const message = "written over a day ago and never acknowledged: it may have been stored";
+      request.reject(new HubbubError("expired", message));
+      return;
+    }
     this._inflight.push(request);
     this._ws.send(JSON.stringify(request.frame));
   }
@@ -292,6 +354,31 @@ export class HubbubClient extends EventTarget {
     const waiting = this._queue;
     this._queue = waiting.filter((request) => request.frame.room !== room);
     for (const request of waiting) if (request.frame.room === room) this._write(request);
+  }
+
+  // A send kept in the outbox until it is answered (a refusal is an answer; closing the
+  // client is not). It waits like any request about a room; one restored from the outbox
+  // for a room not joined here waits in _held until join() (and is not refused for it).
+  _post(id, kept) {
+    const frame = { type: "send", room: kept.room, text: kept.text, ref: this._ref(), id };
+    if (kept.reply_to !== undefined) frame.reply_to = kept.reply_to;
+    if (kept.data !== undefined) frame.data = kept.data;
+    const request = { frame, kept, again: true, silent: false };
+    request.sent = new Promise((resolve, reject) => {
+      request.resolve = (ack) => {
+        this._outbox.drop(id);
+        resolve(ack.seq);
+      };
+      request.reject = (error) => {
+        if (error.code !== "closed") this._outbox.drop(id);
+        reject(error);
+      };
+    });
+    const entry = this._rooms.get(kept.room);
+    if (!entry) this._held.push(request);
+    else if (entry.ready) this._write(request);
+    else this._queue.push(request);
+    return request.sent;
   }
 
   _sendJoin(room, entry) {
@@ -547,6 +634,84 @@ export class HubbubClient extends EventTarget {
 }
 
 const IGNORE = { resolve() {}, reject() {} };
+
+/**
+ * The sends not acknowledged yet, kept in a Storage (localStorage by default) under `key`,
+ * one item each (`key/id`): tabs that share the storage add and remove their own items
+ * and never write over each other's. Without a key it keeps nothing; a storage that
+ * refuses (disabled, full) keeps what it can, and the client works on without it.
+ */
+class Outbox {
+  constructor(option) {
+    const { key, storage } = typeof option === "string" ? { key: option } : (option ?? {});
+    this.prefix = key ? `${key}/` : null;
+    try {
+      this.storage = this.prefix ? (storage ?? window.localStorage) : null;
+    } catch {
+      this.storage = null; // localStorage itself refused (storage disabled)
+    }
+  }
+
+  keep(id, kept) {
+    this._try(() => this.storage?.setItem(this.prefix + id, JSON.stringify(kept)));
+  }
+
+  drop(id) {
+    this._try(() => this.storage?.removeItem(this.prefix + id));
+  }
+
+  // What earlier pages and other tabs kept under the key, oldest first, as [id, kept].
+  // (An id has no "/", so a longer key that begins with this one is not taken for it.)
+  restore() {
+    const found = [];
+    this._try(() => {
+      const names = [];
+      for (let i = 0; i < (this.storage?.length ?? 0); i++) names.push(this.storage.key(i));
+      for (const name of names) {
+        const id = name?.startsWith(this.prefix) ? name.slice(this.prefix.length) : null;
+        if (id === null || !SEND_ID.test(id)) continue;
+        const kept = readKept(this.storage.getItem(name));
+        if (kept) found.push([id, kept]);
+        else this.storage.removeItem(name); // unreadable: nothing could ever send it
+      }
+    });
+    return found.sort(([, a], [, b]) => a.at - b.at || a.n - b.n);
+  }
+
+  _try(action) {
+    try {
+      action();
+    } catch {
+      // the storage refused: the outbox lives in memory only
+    }
+  }
+}
+
+function readKept(text) {
+  try {
+    const kept = JSON.parse(text);
+    const valid =
+      typeof kept?.room === "string" &&
+      ROOM.test(kept.room) &&
+      typeof kept.text === "string" &&
+      Number.isFinite(kept.at) &&
+      (kept.written === null || Number.isFinite(kept.written));
+    return valid ? { n: 0, ...kept } : null;
+  } catch {
+    return null;
+  }
+}
+
+// A random UUID. crypto.randomUUID exists in secure contexts only (https:, localhost and
+// 127.0.0.1), not on a page served over plain http from elsewhere; getRandomValues does.
+function newId() {
+  if (typeof crypto.randomUUID === "function") return crypto.randomUUID();
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  bytes[6] = (bytes[6] & 0x0f) | 0x40; // version 4
+  bytes[8] = (bytes[8] & 0x3f) | 0x80; // the RFC 9562 variant
+  const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
 
 function closedError() {
   return new HubbubError("closed", "the client is closed");
