@@ -302,6 +302,7 @@ async def test_a_send_with_an_id_is_stored_once_through_a_server_kill(
     await ann.say("r", "after")  # bob gets it after anything the repeat might have sent
     await bob.next_of("message", text="after")
     assert [f["text"] for f in bob.frames if f["type"] == "message"] == ["once", "after"]
+    assert [f.get("id") for f in bob.frames if f["type"] == "message"] == ["m-1", None]
     for client in (ann, bob):
         await client.close()
 
@@ -316,6 +317,10 @@ async def test_a_send_with_an_id_is_stored_once_through_a_server_kill(
     status, page = api(server, "GET", "/api/v1/rooms/r/messages")
     assert status == 200
     assert [m["text"] for m in page["messages"]] == ["once", "after"]
+    mark = len(back.frames)
+    await back.send(type="history", room="r")
+    history = await back.next_of("history", mark, room="r")
+    assert [m.get("id") for m in history["messages"]] == ["m-1", None]  # kept with it
     # The HTTP API keeps ids too: 201 once, then 200 with the first seq.
     post = {"text": "from the backend", "user": "svc", "id": "job-7"}
     assert api(server, "POST", "/api/v1/rooms/r/messages", post)[0] == 201

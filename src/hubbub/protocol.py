@@ -256,6 +256,7 @@ class Message(Frame, tag="message", omit_defaults=True):
     edited: str | None = None
     deleted: bool = False
     reactions: dict[str, list[str]] | None = None
+    id: str | None = None  # the send's id, if it had one ("Sent once")
 
 
 class Edit(Frame, tag="edit", omit_defaults=True):

@@ -226,6 +226,7 @@ def event_of(room: str, row: Row) -> RoomEvent:
             edited=x.get("edited"),
             deleted=bool(x.get("deleted")),
             reactions=x.get("reactions") or None,
+            id=x.get("id"),
         )
     assert row.user is not None
     if row.kind == EDIT:
@@ -287,6 +288,7 @@ def message_row(
     user: str | None,
     reply_to: int | None,
     data: dict[str, Any] | None,
+    send_id: str | None = None,
 ) -> Row:
     """The row of a new message (``seq`` 0 for the store to fill in)."""
     extra: dict[str, Any] = {}
@@ -294,6 +296,8 @@ def message_row(
         extra["reply_to"] = reply_to
     if data is not None:
         extra["data"] = data
+    if send_id is not None:
+        extra["id"] = send_id
     return Row(0, MESSAGE, sender, text, ts, user, None, extra)
 
 

@@ -201,7 +201,9 @@ class PostgresStore(Store):
         data: dict[str, Any] | None = None,
         send_id: str | None = None,
     ) -> Message:
-        row = chat.message_row(sender, text, ts, user=user, reply_to=reply_to, data=data)
+        row = chat.message_row(
+            sender, text, ts, user=user, reply_to=reply_to, data=data, send_id=send_id
+        )
         targets = self.webhook_targets
         if reply_to is None and send_id is None and not targets:
             await _insert(self.pool, room, row)

@@ -259,7 +259,9 @@ class SqliteStore(Store):
         data: dict[str, Any] | None = None,
         send_id: str | None = None,
     ) -> Message:
-        row = chat.message_row(sender, text, ts, user=user, reply_to=reply_to, data=data)
+        row = chat.message_row(
+            sender, text, ts, user=user, reply_to=reply_to, data=data, send_id=send_id
+        )
         retention, targets = self.retention, self.webhook_targets
         key = (room, user or "", send_id)
 
