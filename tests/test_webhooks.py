@@ -88,9 +88,10 @@ async def test_every_event_reaches_the_receiver_signed_and_in_order(
     await request(ann, "react", room="lobby", seq=seq, emoji="👍", remove=True)
     await request(ann, "delete", room="lobby", seq=seq)
     await ann.close()
-    receiver.wait(lambda: len(receiver.delivered()) >= 8)
+    receiver.wait(lambda: len(receiver.delivered()) >= 10)
     events = receiver.delivered()
     assert [e["type"] for e in events] == [
+        "user.online",
         "member.joined",
         "message.created",
         "message.edited",
@@ -99,7 +100,13 @@ async def test_every_event_reaches_the_receiver_signed_and_in_order(
         "message.deleted",
         "member.left",
         "room.vacated",
+        "user.offline",
     ]
+    online, offline = events[0], events[-1]
+    assert {(e["user"], e["name"], "room" in e) for e in (online, offline)} == {
+        (ann_id, "ann", False)
+    }
+    events = events[1:-1]
     assert {e["room"] for e in events} == {"lobby"}
     assert len({e["id"] for e in events}) == len(events)
     joined, created, edited = events[:3]
@@ -116,10 +123,10 @@ async def test_every_event_reaches_the_receiver_signed_and_in_order(
     assert (edited["event"]["type"], edited["event"]["target"]) == ("edit", seq)
     assert events[5]["event"]["target"] == seq
     check_signed(receiver)
-    assert len(receiver.requests) == len(events)  # nothing failed, nothing sent twice
+    assert len(receiver.requests) == 10  # nothing failed, nothing sent twice
     metrics = scrape(server)
     url = f"http://127.0.0.1:{receiver.port}/hook"
-    assert metrics[("hubbub_webhook_delivered_total", (("url", url),))] == 8
+    assert metrics[("hubbub_webhook_delivered_total", (("url", url),))] == 10
     assert SECRET not in server.log
 
 
@@ -151,7 +158,7 @@ async def test_nothing_is_lost_through_a_receiver_outage_and_a_sigkill(
     receiver.wait(lambda: len([e for e in receiver.delivered() if "event" in e]) >= 8)
     texts = [e["event"]["text"] for e in receiver.delivered() if e["type"] == "message.created"]
     assert texts == [f"m{n}" for n in range(8)]  # each once (by id), in order
-    assert receiver.delivered()[0]["type"] == "member.joined"
+    assert [e["type"] for e in receiver.delivered()[:2]] == ["user.online", "member.joined"]
     check_signed(receiver)
     await ann.close()
 

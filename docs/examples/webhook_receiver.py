@@ -37,6 +37,8 @@ async def hubbub_event(request: Request) -> None:
     if event["id"] in seen:
         return  # delivered before; answer 2xx so that it is not sent again
     seen.append(event["id"])
+    if "room" not in event:  # user.online, user.offline
+        return
     what = {"type": event["type"], "ts": event["ts"]}
     if "event" in event:  # message.created, .edited, .deleted, reaction.*, member.moderated
         what["seq"] = event["event"]["seq"]

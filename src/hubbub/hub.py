@@ -44,6 +44,9 @@ logger = logging.getLogger("hubbub.hub")
 
 ROOM_PREFIX = "room:"  # broker channels of rooms; other channels are plain fan-out
 CONTROL_CHANNEL = "control:~"  # disconnect-user requests between processes
+# Presence of users anywhere, for the webhooks' user.online/offline (not a room: no
+# room name starts with "~").
+ONLINE = "~online"
 # Moderation that changes the member's list of rooms: (in it now, why not)
 LIST_CHANGES = {"kick": (False, "kicked"), "ban": (False, "banned"), "unban": (True, None)}
 USER_CHANNEL = "user:~"  # frames for every connection of one user, on every process
@@ -88,6 +91,7 @@ class Hub:
         self.metrics = metrics or Metrics()
         store.webhook_targets = settings.webhook_targets  # the store writes their outbox
         self._deliveries: list[Delivery] = []
+        self._online: dict[Connection, tuple[str, str]] = {}  # with webhooks: user, name
         self.hooks = Hooks(settings)
         self.connections: set[Connection] = set()
         self._members: dict[str, set[Connection]] = {}
@@ -242,7 +246,24 @@ class Hub:
             await self.leave(channel, connection)
         for room in self._rooms_of.pop(connection, ()):
             await self.leave_room(connection, room)
+        online = self._online.pop(connection, None)
+        if online is not None:
+            user, name = online
+            await self.presence.remove(ONLINE, user)
+            if user not in self.presence.members(ONLINE):
+                await self._notify("user.offline", "", user=user, name=name)
         await connection.finish()
+
+    async def user_arrived(self, connection: Connection, user: str, name: str) -> None:
+        """``connection`` is ``user``'s (a ``/v1/ws`` identity settled); with webhooks,
+        its first connection anywhere is ``user.online``."""
+        if not self._deliveries or connection in self._online:
+            return
+        self._online[connection] = (user, name)
+        first = user not in self.presence.members(ONLINE)
+        await self.presence.add(ONLINE, user, name)
+        if first:
+            await self._notify("user.online", "", user=user, name=name)
 
     def drop(self, connection: Connection) -> None:
         """:meth:`disconnect` for a connection of plain channels only, without waiting:

@@ -104,9 +104,7 @@ class RoomSession:
             if ask_backend is not None:
                 given = await ask_backend()
                 if given is not None:
-                    self.adopt(given)
-                    self.hub.register_user(self.connection, given.user)
-                    self.hub.on_kicked(self.connection, self._kicked)
+                    await self._settled(given)
                     return True
             if token is None and name is None and guest is None:
                 token, name, guest = await self._hello(texts)
@@ -124,10 +122,14 @@ class RoomSession:
         except (Unauthenticated, BackendUnavailable) as exc:  # the connect hook's answer
             answer(self.connection, exc)
             return False
+        await self._settled(identity)
+        return True
+
+    async def _settled(self, identity: Identity) -> None:
         self.adopt(identity)
         self.hub.register_user(self.connection, identity.user)
         self.hub.on_kicked(self.connection, self._kicked)
-        return True
+        await self.hub.user_arrived(self.connection, identity.user, identity.name)
 
     def _kicked(self, room: str) -> None:
         self.rooms.discard(room)

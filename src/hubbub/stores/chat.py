@@ -343,5 +343,7 @@ def webhook_body(room: str, row: Row) -> bytes:
 
 
 def webhook_notice(kind: str, room: str, ts: str, **fields: str) -> bytes:
-    """The outbox body of a membership event (``member.joined`` …, ``room.vacated``)."""
-    return msgspec.json.encode({"type": kind, "room": room, "ts": ts, **fields})
+    """The outbox body of a presence event (``member.joined`` …, ``room.vacated``;
+    ``user.online`` and ``user.offline`` have no ``room``: give "")."""
+    where = {"room": room} if room else {}
+    return msgspec.json.encode({"type": kind, **where, "ts": ts, **fields})
