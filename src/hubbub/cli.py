@@ -1,7 +1,9 @@
-"""The ``hubbub`` command: ``hubbub serve [--flags]``.
+"""The ``hubbub`` command: ``hubbub serve [--flags]``, ``hubbub config show|check|example``.
 
 Every ``serve`` flag is a field of :class:`~hubbub.config.Settings`; a flag that is not
-given falls back to its ``HUBBUB_*`` variable, then to the default. With ``--app
+given falls back to its ``HUBBUB_*`` variable, then to the configuration file that
+``--config`` or ``HUBBUB_CONFIG`` names (:mod:`hubbub.configfile`), then to the default.
+``hubbub config show`` prints what is in force and where each value came from. With ``--app
 module:attr`` (uvicorn's import string; ``--factory``: a function that returns it),
 ``serve`` runs an application of one's own that includes ``Hubbub(...).router``, on
 Hubbub's transport; its ``Hubbub()`` gets the same settings, through ``HUBBUB_*``.
@@ -13,11 +15,13 @@ import argparse
 import logging
 import os
 import signal
+import ssl
 import sys
 import tempfile
 import types
 import typing
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -28,6 +32,7 @@ from hubbub.app import create_app
 from hubbub.auth import Authenticator, parse_ttl
 from hubbub.brokers import broker_from_url
 from hubbub.config import Settings
+from hubbub.configfile import CONFIG_VARIABLE, load, read, render_example, render_show
 from hubbub.errors import ConfigurationError
 from hubbub.metrics import MULTIPROC_DIR
 from hubbub.server import ServerConfig
@@ -58,11 +63,20 @@ def _add_settings_flags(parser: argparse.ArgumentParser) -> None:
             parser.add_argument(flag, dest=name, help=help_text)
 
 
+def _add_config_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help=f"configuration file (TOML), below the variables and flags [env {CONFIG_VARIABLE}]",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``hubbub`` command."""
     parser = argparse.ArgumentParser(prog="hubbub", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the server")
+    _add_config_flag(serve)
     _add_settings_flags(serve)
     serve.add_argument(
         "--app",
@@ -81,6 +95,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=".",
         help="directory to import --app from, put first on the import path [default: .]",
     )
+    config = commands.add_parser("config", help="the configuration file and the settings")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    show = config_commands.add_parser(
+        "show",
+        help="print every setting in force (as serve would run with these flags) and where "
+        "each value came from: default, file, env or flag; secrets as ***",
+    )
+    _add_config_flag(show)
+    _add_settings_flags(show)
+    check_file = config_commands.add_parser(
+        "check",
+        help="check a configuration file (and the settings it makes with the HUBBUB_* "
+        "variables set): exit status 0, else 2 and what is wrong",
+    )
+    check_file.add_argument("file", metavar="FILE")
+    config_commands.add_parser(
+        "example", help="print a configuration file with every setting at its default"
+    )
     token = commands.add_parser("token", help="tokens for /v1/ws")
     token_commands = token.add_subparsers(dest="token_command", required=True)
     create = token_commands.add_parser(
@@ -91,13 +123,14 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--rooms", default="*", help="room patterns, comma-separated")
     create.add_argument("--ttl", default="1h", help="lifetime: 90s, 15m, 1h, 7d")
     create.add_argument("--jwt-secret", dest="jwt_secret", help="[env HUBBUB_JWT_SECRET]")
+    _add_config_flag(create)
     return parser
 
 
 def create_token(args: argparse.Namespace) -> int:
     """``hubbub token create``: print a signed token."""
     given = {"jwt_secret": args.jwt_secret} if args.jwt_secret else {}
-    settings = Settings(**given)
+    settings = load(given, args.config).settings
     auth = Authenticator(settings)
     try:
         ttl = parse_ttl(args.ttl)
@@ -107,20 +140,39 @@ def create_token(args: argparse.Namespace) -> int:
     return 0
 
 
-def settings_from_args(args: argparse.Namespace) -> Settings:
-    """Settings from the given flags on top of the environment."""
-    given: dict[str, Any] = {
+def flags_given(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings given as flags."""
+    return {
         name: getattr(args, name)
         for name in Settings.model_fields
         if getattr(args, name, None) is not None
     }
-    return Settings(**given)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings from the given flags on top of the environment, on top of the
+    configuration file (``--config``, ``HUBBUB_CONFIG``), on top of the defaults."""
+    return load(flags_given(args), getattr(args, "config", None)).settings
+
+
+def config_command(args: argparse.Namespace) -> int:
+    """``hubbub config show|check|example``."""
+    if args.config_command == "example":
+        print(render_example(), end="")
+    elif args.config_command == "show":
+        print(render_show(load(flags_given(args), args.config)), end="")
+    else:
+        given = read(Path(args.file))
+        check(load({}, args.file).settings)
+        print(f"{args.file}: ok ({len(given)} settings given)")
+    return 0
 
 
 def check(settings: Settings) -> None:
     """Refuse settings that cannot work, with a message that says why."""
     store_from_url(settings.store_url)  # a known scheme, its extra installed
     Authenticator(settings)  # a readable key that fits the algorithm
+    check_tls(settings)
     if settings.webhook_targets and not settings.webhook_secret:
         raise ConfigurationError(
             "--webhook-urls needs --webhook-secret: receivers check each request's "
@@ -142,6 +194,22 @@ def check(settings: Settings) -> None:
             f"{settings.broker_url} lives inside one process. Use e.g. "
             "--broker-url redis://127.0.0.1:6379, or --workers 1."
         )
+
+
+def check_tls(settings: Settings) -> None:
+    """Refuse a key without a certificate, and a certificate (or key) that does not load,
+    before uvicorn would fail on it with a traceback."""
+    if settings.ssl_certfile is None:
+        if settings.ssl_keyfile is not None:
+            raise ConfigurationError("--ssl-keyfile needs --ssl-certfile (the certificate)")
+        return
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(
+            settings.ssl_certfile, settings.ssl_keyfile
+        )
+    except OSError as exc:  # ssl.SSLError is one too
+        files = " and ".join(filter(None, (settings.ssl_certfile, settings.ssl_keyfile)))
+        raise ConfigurationError(f"cannot load the TLS certificate from {files}: {exc}") from None
 
 
 def _exit_cleanly(signum: int, frame: object) -> None:
@@ -195,6 +263,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "token":
             return create_token(args)
+        if args.command == "config":
+            return config_command(args)
         settings = settings_from_args(args)
         return serve(settings, args.app, factory=args.factory, app_dir=args.app_dir)
     except ValidationError as exc:

@@ -1,10 +1,12 @@
-"""One ``Settings`` object: defaults, then ``HUBBUB_*`` environment variables, then CLI flags."""
+"""One ``Settings`` object: defaults, then a configuration file (``hubbub.configfile``, for
+the ``hubbub`` command), then ``HUBBUB_*`` environment variables, then CLI flags."""
 
 from __future__ import annotations
 
-from typing import Literal
+import os
+from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
@@ -19,6 +21,18 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Interface to bind.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port to bind (0 picks a free one).")
     workers: int = Field(1, ge=1, le=256, description="Server processes sharing the port.")
+    fd: int | None = Field(
+        None,
+        ge=0,
+        description="Serve on this inherited listening socket instead of --host/--port "
+        "(systemd socket activation passes 3).",
+    )
+    forwarded_allow_ips: str = Field(
+        "",
+        description="Proxy addresses or networks (comma-separated; * for any) whose "
+        "X-Forwarded-For and X-Forwarded-Proto are believed: the client's address and "
+        "scheme behind a reverse proxy; none by default.",
+    )
     broker_url: str = Field(
         "memory://",
         description="Cross-process fan-out: memory://, redis://, rediss://, postgresql://, nats://",
@@ -48,7 +62,14 @@ class Settings(BaseSettings):
 
     store_url: str = Field(
         "sqlite:///data/hubbub.db",
-        description="Room history: sqlite:///relative.db, sqlite:////abs.db, postgresql://",
+        description="Room history: sqlite:///relative.db, sqlite:////abs.db, postgresql:// "
+        "(unset: hubbub.db in --data-dir)",
+    )
+    data_dir: str = Field(
+        "data",
+        min_length=1,
+        description="Directory of the default SQLite store (hubbub.db, created on first "
+        "start), relative to the working directory; a --store-url given wins.",
     )
     history_max_messages: int = Field(
         100_000, ge=0, description="Messages kept per room (0: no limit)."
@@ -175,6 +196,16 @@ class Settings(BaseSettings):
         60.0, gt=0, description="Longest wait, in seconds, between tries of a failed webhook."
     )
 
+    ssl_certfile: str | None = Field(
+        None,
+        description="PEM file of the certificate (chain) to serve HTTPS and wss:// with "
+        "(unset: plain HTTP and ws://).",
+    )
+    ssl_keyfile: str | None = Field(
+        None,
+        description="PEM file of the certificate's private key (unset: it is in --ssl-certfile).",
+    )
+
     connect_hook_url: str | None = Field(
         None,
         description="Backend URL asked who a /v1/ws connection without credentials of "
@@ -198,6 +229,17 @@ class Settings(BaseSettings):
     def _empty_is_unset(cls, value: str | None) -> str | None:
         # HUBBUB_API_KEY= (empty, as compose files leave it) must not open the API.
         return value or None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _store_in_data_dir(cls, values: Any) -> Any:
+        # The default store lives in --data-dir; a --store-url given anywhere wins.
+        if isinstance(values, dict) and values.get("store_url") is None:
+            data_dir = values.get("data_dir")
+            if isinstance(data_dir, str) and data_dir:
+                path = os.path.join(os.path.expanduser(data_dir), "hubbub.db")
+                return {**values, "store_url": f"sqlite:///{path}"}
+        return values
 
     @field_validator("broker_url")
     @classmethod

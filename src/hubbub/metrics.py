@@ -10,17 +10,28 @@ prometheus-client's multiprocess files under ``PROMETHEUS_MULTIPROC_DIR``, which
 worker, adds up the files of all of them. prometheus-client decides between the two
 modes when it is first imported, from that variable; :class:`Metrics` follows the same
 variable.
+
+Process metrics (``process_cpu_seconds_total``, ``process_resident_memory_bytes``,
+``process_open_fds``, ``process_max_fds``, …) are prometheus-client's
+``ProcessCollector``'s. Its gauges have no multiprocess files, so with several workers the
+worker that answers a scrape reads every live worker's ``/proc/<pid>`` itself and labels
+each series with that worker's ``pid`` (the label of prometheus-client's own ``liveall``
+gauges); it finds the workers by one of those, ``hubbub_workers``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Callable, Iterable
 from datetime import datetime
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.registry import Collector
 
 MULTIPROC_DIR = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -55,6 +66,15 @@ class Metrics:
         )
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        if not self.multiprocess:  # with several workers, render() reads each one's
+            ProcessCollector(registry=r)
+        self.workers = Gauge(
+            "hubbub_workers",
+            "1 per live server process (with --workers N: one series per worker, by pid).",
+            registry=r,
+            multiprocess_mode="liveall",
+        )
+        self.workers.set(1)
         self.connections_open = Gauge(
             "hubbub_connections_open",
             "WebSocket connections open now.",
@@ -205,11 +225,85 @@ class Metrics:
         encoder, content_type = choose_encoder(accept)
         if not self.multiprocess:
             return encoder(self.registry), content_type
-        registry = CollectorRegistry()
-        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        families = self._collect_workers()
+        families.extend(WorkerProcesses(worker_pids(families)).collect())
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(Collected(families))
         return encoder(registry), content_type
+
+    def _collect_workers(self) -> list[Metric]:
+        collector = MultiProcessCollector(None)  # type: ignore[no-untyped-call]
+        families: list[Metric] = list(collector.collect())  # type: ignore[no-untyped-call]
+        # A worker that died without its shutdown (SIGKILL, a crash; uvicorn starts
+        # another) leaves its live gauges' files: forget them, or its connections
+        # would count as open for ever.
+        dead = [pid for pid in worker_pids(families) if not _alive(pid)]
+        if not dead:
+            return families
+        for pid in dead:
+            # OSError: another worker's scrape removed them first.
+            with contextlib.suppress(OSError):
+                mark_process_dead(pid)  # type: ignore[no-untyped-call]
+        return list(collector.collect())  # type: ignore[no-untyped-call]
 
     def process_exited(self) -> None:
         """Forget this process's live gauges (multiprocess mode); call it on shutdown."""
         if self.multiprocess:
             mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
+
+def worker_pids(families: Iterable[Metric]) -> list[int]:
+    """The pids of the workers in a multiprocess collection (``hubbub_workers{pid}``)."""
+    return sorted(
+        int(sample.labels["pid"])
+        for family in families
+        if family.name == "hubbub_workers"
+        for sample in family.samples
+        if sample.labels.get("pid", "").isdigit()
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # pragma: no cover - a process of another user
+        return True
+    return True
+
+
+def _returning(pid: int) -> Callable[[], int]:
+    return lambda: pid
+
+
+class WorkerProcesses(Collector):
+    """``ProcessCollector``'s metrics of each of ``pids`` (read from ``/proc/<pid>``),
+    every series labelled with its ``pid``."""
+
+    def __init__(self, pids: Iterable[int]) -> None:
+        self.pids = list(pids)
+
+    def collect(self) -> list[Metric]:
+        merged: dict[str, Metric] = {}
+        for pid in self.pids:
+            collector = ProcessCollector(pid=_returning(pid), registry=None)
+            for family in collector.collect():
+                into = merged.get(family.name)
+                if into is None:
+                    into = merged[family.name] = Metric(
+                        family.name, family.documentation, family.type
+                    )
+                for sample in family.samples:
+                    into.add_sample(sample.name, {**sample.labels, "pid": str(pid)}, sample.value)
+        return list(merged.values())
+
+
+class Collected(Collector):
+    """Families collected already, to be encoded."""
+
+    def __init__(self, families: list[Metric]) -> None:
+        self.families = families
+
+    def collect(self) -> list[Metric]:
+        return self.families

@@ -66,6 +66,17 @@ class ServerConfig(uvicorn.Config):
             ws=ENTRY_PROTOCOL,
             timeout_graceful_shutdown=math.ceil(settings.shutdown_timeout + settings.close_timeout),
             access_log=False,
+            fd=settings.fd,
+            # Behind a proxy: uvicorn's proxy-headers middleware, from Hubbub's setting
+            # only (not uvicorn's default of trusting loopback, nor FORWARDED_ALLOW_IPS).
+            # WebSockets get it too: HttpEntry runs ``config.loaded_app``, and the
+            # middleware rewrites the scope the session logs from (tests/test_forwarded.py).
+            proxy_headers=bool(settings.forwarded_allow_ips),
+            forwarded_allow_ips=settings.forwarded_allow_ips,
             log_config=logging_config(settings.log_level, settings.log_format),
+            # TLS of uvicorn's: its SSL transport is under every protocol, HttpEntry's too
+            # (which tells wss:// by the transport's "sslcontext").
+            ssl_certfile=settings.ssl_certfile,
+            ssl_keyfile=settings.ssl_keyfile,
             **kwargs,
         )
