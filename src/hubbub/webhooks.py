@@ -166,6 +166,7 @@ class Delivery:
             except httpx2.HTTPError as exc:
                 reason = type(exc).__name__
             self._failed.inc()
+            await self._count()  # what waits behind it, while the receiver fails
             logger.warning(
                 "webhook %s: event %s not delivered (%s); again in %.0f s",
                 self.name,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 import threading
 import time
@@ -49,6 +50,7 @@ from hubbub.stores.base import (
 from hubbub.stores.chat import Membership, MessageChange, ModerationChange, Row
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 MIGRATIONS = [
     # 1: rooms with their counters, and messages keyed by (room, seq)
@@ -104,6 +106,7 @@ MIGRATIONS = [
     """,
 ]
 PRUNE_EVERY = 100  # seqs per room between retention passes
+BUSY_TIMEOUT_MS = 10_000  # how long a write waits for another process's lock
 
 COLUMNS = "seq, kind, sender, text, ts, user_id, target, extra"
 # The unread messages after read seq {read} of room {room} for user {user}, at most
@@ -215,8 +218,8 @@ class SqliteStore(Store):
     def _open(self) -> tuple[sqlite3.Connection, Deployment]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA busy_timeout = 10000")
-        db.execute("PRAGMA journal_mode = WAL")
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        _wal(db)
         db.execute("PRAGMA synchronous = NORMAL")
         db.execute("BEGIN IMMEDIATE")  # one migrator at a time, across processes
         try:
@@ -542,6 +545,25 @@ def _select(db: sqlite3.Connection, room: str, seq: int) -> Row | None:
         f"SELECT {COLUMNS} FROM messages WHERE room = ? AND seq = ?", (room, seq)
     ).fetchone()
     return None if values is None else _row(values)
+
+
+def _wal(db: sqlite3.Connection) -> None:
+    """Put the file in WAL mode. SQLite refuses that at once, without waiting out the
+    busy timeout, while another connection (another worker migrating a new file) holds
+    the write lock: so wait here, as long as the busy timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    told = False
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            if not told:
+                logger.debug("waiting for another process's write lock")
+                told = True
+            time.sleep(0.01)
 
 
 def _settle(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
