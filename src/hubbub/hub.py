@@ -250,7 +250,7 @@ class Hub:
         if online is not None:
             user, name = online
             await self.presence.remove(ONLINE, user)
-            if user not in self.presence.members(ONLINE):
+            if not self.presence.has(ONLINE, user):
                 await self._notify("user.offline", "", user=user, name=name)
         await connection.finish()
 
@@ -260,7 +260,7 @@ class Hub:
         if not self._deliveries or connection in self._online:
             return
         self._online[connection] = (user, name)
-        first = user not in self.presence.members(ONLINE)
+        first = not self.presence.has(ONLINE, user)
         await self.presence.add(ONLINE, user, name)
         if first:
             await self._notify("user.online", "", user=user, name=name)

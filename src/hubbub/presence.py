@@ -30,6 +30,11 @@ Announce = Callable[[str, list[tuple[str, str]], list[tuple[str, str]]], None]
 ``(user, name)``, by name."""
 
 
+# Rooms whose name starts with this are bookkeeping (the hub's "~online"), not rooms:
+# nobody is told who comes and goes, so nothing compares their member lists.
+QUIET = "~"
+
+
 class Event(msgspec.Struct, omit_defaults=True):
     """One presence message between processes."""
 
@@ -83,16 +88,28 @@ class Presence:
                 found.update(users)
         return found
 
+    def has(self, room: str, user: str) -> bool:
+        """Whether ``user`` is in ``room`` on any live process (a look per process, not
+        per member)."""
+        if user in self.local.get(room, {}):
+            return True
+        deadline = time.monotonic() - self.ttl
+        return any(
+            user in users and self.seen.get(node, 0.0) >= deadline
+            for node, users in self.remote.get(room, {}).items()
+        )
+
     # -- this process's members -------------------------------------------------------
 
     async def add(self, room: str, user: str, name: str) -> None:
         """One more connection of ``user`` in ``room``."""
-        before = self.members(room)
+        quiet = room.startswith(QUIET)
+        new = not quiet and not self.has(room, user)
         entry = self.local.setdefault(room, {}).setdefault(user, Local(name))
         entry.connections += 1
         if entry.connections == 1:
             await self._send(Event("join", self.node, room, user, name))
-        if user not in before:
+        if new:
             self._announce(room, [(user, name)], [])
 
     async def remove(self, room: str, user: str) -> None:
@@ -108,7 +125,7 @@ class Presence:
         if not users:
             del self.local[room]
         await self._send(Event("leave", self.node, room, user))
-        if user not in self.members(room):
+        if not room.startswith(QUIET) and not self.has(room, user):
             self._announce(room, [], [(user, entry.name)])
 
     async def rename(self, room: str, user: str, name: str) -> None:
@@ -146,7 +163,8 @@ class Presence:
             for asked in list(self.local) if not room else [room] if room in self.local else []:
                 spawn(self._send(self._snapshot(asked)))
             return
-        before = self.members(room)
+        quiet = room.startswith(QUIET)  # nobody is told: no member lists to compare
+        before = {} if quiet else self.members(room)
         nodes = self.remote.setdefault(room, {})
         if event.kind == "join":
             nodes.setdefault(event.node, {})[event.user] = event.name
@@ -160,7 +178,8 @@ class Presence:
             del nodes[event.node]
         if not nodes:
             del self.remote[room]
-        self._tell(room, before)
+        if not quiet:
+            self._tell(room, before)
 
     async def run(self) -> None:
         """Heartbeat and reaper; runs until cancelled."""
@@ -179,12 +198,14 @@ class Presence:
             del self.seen[node]
         for room, nodes in list(self.remote.items()):
             if dead & nodes.keys():
-                before = self.members_including(room, dead)
+                quiet = room.startswith(QUIET)
+                before = {} if quiet else self.members_including(room, dead)
                 for node in dead:
                     nodes.pop(node, None)
                 if not nodes:
                     del self.remote[room]
-                self._tell(room, before)
+                if not quiet:
+                    self._tell(room, before)
         logger.info("presence: dropped %d silent process(es)", len(dead))
 
     def members_including(self, room: str, nodes: set[str]) -> dict[str, str]:
