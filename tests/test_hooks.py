@@ -108,7 +108,13 @@ async def test_a_connect_hook_that_is_down_or_wrong_says_try_again(
     start_server: Callable[..., ServerProcess], backend: Receiver
 ) -> None:
     server = start_server(*hooked(backend, "--connect-hook-url", backend.url))
-    for answer in ((500, b""), (200, b'{"name": "no user"}'), (200, b"not json")):
+    hostile = (
+        (200, b'{"user": "guest:9b1f0c33e2a4"}'),  # a guest's id: its DMs
+        (200, b'{"user": "u-1", "name": "Ann\\u202e\\u200b"}'),  # a name that hides
+        (200, b'{"user": "u-1", "moderate": [' + b'"x",' * 100 + b'"x"]}'),  # 101 patterns
+        (200, b'{"user": "u-1", "x": "' + b"a" * 70_000 + b'"}'),  # an answer too long
+    )
+    for answer in ((500, b""), (200, b'{"name": "no user"}'), (200, b"not json"), *hostile):
         backend.respond = lambda headers, body, answer=answer: answer
         await refused_for_now(server)
     backend.stop()  # not there at all
@@ -158,6 +164,12 @@ async def test_the_publish_hook_approves_changes_and_refuses(
         "data": None,
     }
     assert calls[4]["action"] == "edit" and calls[4]["seq"] == ok["seq"]
+    # A repeat of a stored send is answered as one, whatever the hook would say now.
+    first = await request(ann, "send", room="r", text="once", id="s-1")
+    asked = len(backend.requests)
+    repeat = await request(ann, "send", room="r", text="buy spam", id="s-1")
+    assert (repeat["type"], repeat["seq"], repeat["repeat"]) == ("ack", first["seq"], True)
+    assert len(backend.requests) == asked  # not asked again
     await ann.close()
 
 
@@ -178,3 +190,12 @@ async def test_a_publish_hook_that_is_down_refuses_or_allows_as_configured(
             assert answer["code"] == "unavailable"
         await ann.close()
     assert "stored unchecked" in lenient.log
+
+
+def test_hooks_without_a_secret_are_refused_when_embedded_too() -> None:
+    from hubbub.config import Settings
+    from hubbub.embed import Hubbub
+    from hubbub.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="webhook_secret"):
+        Hubbub(Settings(connect_hook_url="http://127.0.0.1:9/hook"))

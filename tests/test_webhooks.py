@@ -55,6 +55,9 @@ def test_a_signed_body_verifies_and_anything_changed_does_not() -> None:
         (body, {**headers, TIMESTAMP_HEADER: str(now + 1)}, now, "signature"),
         (body, {TIMESTAMP_HEADER: stamp}, now, "no timestamp or no signature"),
         (body, {**headers, TIMESTAMP_HEADER: "12a"}, now, "no timestamp"),
+        (body, {**headers, TIMESTAMP_HEADER: "\u00b2"}, now, "no timestamp"),  # a digit to str
+        (body, {**headers, TIMESTAMP_HEADER: "9" * 5000}, now, "no timestamp"),  # int() refuses
+        (body, {**headers, SIGNATURE_HEADER: "v1=\u00e9"}, now, "no timestamp or no signature"),
     ]
     for bad_body, bad_headers, at, why in refusals:
         with pytest.raises(InvalidSignature, match=why):

@@ -268,7 +268,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = settings_from_args(args)
         return serve(settings, args.app, factory=args.factory, app_dir=args.app_dir)
     except ValidationError as exc:
-        print(f"hubbub: invalid settings:\n{exc}", file=sys.stderr)
+        # Without the values given: a secret that is too short must not be printed.
+        problems = "\n".join(
+            f"  {'.'.join(str(part) for part in error['loc'])}: {error['msg']}"
+            for error in exc.errors(include_url=False, include_input=False)
+        )
+        print(f"hubbub: invalid settings:\n{problems}", file=sys.stderr)
         return 2
     except ConfigurationError as exc:
         print(f"hubbub: {exc}", file=sys.stderr)

@@ -222,7 +222,8 @@ class Settings(BaseSettings):
     @property
     def webhook_targets(self) -> tuple[str, ...]:
         """The webhook URLs, one each."""
-        return tuple(url.strip() for url in self.webhook_urls.split(",") if url.strip())
+        urls = (url.strip() for url in self.webhook_urls.split(","))
+        return tuple(dict.fromkeys(url for url in urls if url))  # one outbox per URL
 
     @field_validator("api_key", "webhook_secret", "connect_hook_url", "publish_hook_url")
     @classmethod

@@ -136,7 +136,7 @@ def read(path: Path) -> dict[str, Any]:
         for error in exc.errors(include_url=False):
             key = str(error["loc"][0]) if error["loc"] else ""
             message = error["msg"]
-            if not isinstance(error["input"], dict | list):
+            if not isinstance(error["input"], dict | list) and not is_secret(key):
                 message += f" (got {_toml_type(error['input'])} {_literal(error['input'])})"
             problems.append((key, f"{key}: {message}" if key else message))
     if problems:

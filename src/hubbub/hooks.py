@@ -17,10 +17,16 @@ import msgspec
 from msgspec import Meta
 
 from hubbub import protocol
-from hubbub.auth import Identity
+from hubbub.auth import GUEST_PREFIX, AuthError, Identity, token_name
 from hubbub.config import Settings
-from hubbub.errors import BackendUnavailable, ErrorCode, ProtocolError, Unauthenticated
-from hubbub.webhooks import SIGNATURE_HEADER, TIMESTAMP_HEADER, label, signature
+from hubbub.errors import (
+    BackendUnavailable,
+    ConfigurationError,
+    ErrorCode,
+    ProtocolError,
+    Unauthenticated,
+)
+from hubbub.webhooks import FAILURES, SIGNATURE_HEADER, TIMESTAMP_HEADER, label, post, signature
 
 logger = logging.getLogger("hubbub.hooks")
 
@@ -67,7 +73,12 @@ class Hooks:
         self.max_text = settings.max_text_chars
         self.max_data = settings.max_data_bytes
         self.timeout = settings.hook_timeout
+        if self.active and not self.secret:
+            raise ConfigurationError("the hooks need webhook_secret: their calls are signed")
+        # Two pools: anonymous connections (each one a connect call) must not take the
+        # publish hook's connections.
         self._client: httpx2.AsyncClient | None = None
+        self._connect_client: httpx2.AsyncClient | None = None
 
     @property
     def active(self) -> bool:
@@ -75,17 +86,19 @@ class Hooks:
 
     async def start(self) -> None:
         if self.active:
-            self._client = httpx2.AsyncClient(
-                timeout=self.timeout, headers={"User-Agent": "hubbub-hooks"}
-            )
+            agent = {"User-Agent": "hubbub-hooks"}
+            self._client = httpx2.AsyncClient(timeout=self.timeout, headers=agent)
+            self._connect_client = httpx2.AsyncClient(timeout=self.timeout, headers=agent)
 
     async def stop(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        for client in (self._client, self._connect_client):
+            if client is not None:
+                await client.aclose()
+        self._client = self._connect_client = None
 
-    async def _post(self, kind: str, url: str, payload: dict[str, Any]) -> httpx2.Response:
-        assert self._client is not None, "hooks not started"
+    async def _post(self, kind: str, url: str, payload: dict[str, Any]) -> tuple[int, bytes]:
+        client = self._connect_client if kind == "connect" else self._client
+        assert client is not None, "hooks not started"
         body = msgspec.json.encode(payload)
         stamp = str(int(time.time()))
         headers = {
@@ -94,7 +107,7 @@ class Hooks:
             TIMESTAMP_HEADER: stamp,
             SIGNATURE_HEADER: signature(self.secret, stamp, body),
         }
-        return await self._client.post(url, content=body, headers=headers)
+        return await post(client, url, body, headers, self.timeout)
 
     # -- connect ---------------------------------------------------------------------
 
@@ -105,29 +118,32 @@ class Hooks:
         assert self.connect_url is not None
         shown = {name: headers[name] for name in PASSED_HEADERS if name in headers}
         try:
-            response = await self._post(
+            status, answer = await self._post(
                 "connect", self.connect_url, {"headers": shown, "client": client}
             )
-        except httpx2.HTTPError as exc:
+        except FAILURES as exc:
             logger.warning("connect hook %s: %s", label(self.connect_url), type(exc).__name__)
             raise BackendUnavailable("the backend could not be asked who you are") from None
-        if response.status_code == 204:
+        if status == 204:
             return None
-        if response.status_code in (401, 403):
+        if status in (401, 403):
             raise Unauthenticated(ErrorCode.UNAUTHORIZED, "the backend refused the connection")
-        if response.status_code != 200:
-            logger.warning(
-                "connect hook %s answered %d", label(self.connect_url), response.status_code
-            )
+        if status != 200:
+            logger.warning("connect hook %s answered %d", label(self.connect_url), status)
             raise BackendUnavailable("the backend could not be asked who you are")
         try:
-            given = msgspec.json.decode(response.content, type=HookIdentity)
-        except msgspec.DecodeError as exc:  # ValidationError is one
+            given = msgspec.json.decode(answer, type=HookIdentity)
+            # The rules of a token's claims: no guest's id (whose DMs it would read), a
+            # name that shows what it says.
+            if given.user.startswith(GUEST_PREFIX):
+                raise AuthError("unauthorized", f"a user id may not start with {GUEST_PREFIX!r}")
+            name = token_name(given.name or given.user[:64])
+        except (msgspec.DecodeError, AuthError) as exc:  # ValidationError is a DecodeError
             logger.warning("connect hook %s: not an identity: %s", label(self.connect_url), exc)
             raise BackendUnavailable("the backend could not be asked who you are") from None
         return Identity(
             user=given.user,
-            name=given.name or given.user[:64],
+            name=name,
             read=tuple(given.rooms),
             write=tuple(given.rooms if given.write is None else given.write),
             expires_at=given.expires,
@@ -146,21 +162,25 @@ class Hooks:
         if self.publish_url is None:
             return text, data
         try:
-            response = await self._post(
+            status, answer = await self._post(
                 "publish", self.publish_url, {**payload, "text": text, "data": data}
             )
-        except httpx2.HTTPError as exc:
+        except httpx2.PoolTimeout:
+            # Every connection to the backend is busy: this process is overloaded, not
+            # the backend down; letting the message through unchecked would reward it.
+            raise ProtocolError(ErrorCode.UNAVAILABLE, "too busy to ask; send again", ref) from None
+        except FAILURES as exc:
             return self._down(type(exc).__name__, text, data, ref)
-        if response.status_code in (403, 422):
+        if status in (403, 422):
             try:
-                reason = msgspec.json.decode(response.content or b"{}", type=Refusal).reason
+                reason = msgspec.json.decode(answer or b"{}", type=Refusal).reason
             except msgspec.DecodeError:
                 reason = Refusal().reason
             raise ProtocolError(ErrorCode.REFUSED, reason, ref)
-        if response.status_code != 200:
-            return self._down(f"answered {response.status_code}", text, data, ref)
+        if status != 200:
+            return self._down(f"answered {status}", text, data, ref)
         try:
-            change = msgspec.json.decode(response.content or b"{}", type=Change)
+            change = msgspec.json.decode(answer or b"{}", type=Change)
         except msgspec.DecodeError as exc:
             return self._down(f"not a change: {exc}", text, data, ref)
         if change.text is not None:

@@ -38,6 +38,34 @@ POLL_SECONDS = 1.0  # how often a process looks for events other processes wrote
 BATCH = 100
 
 
+MAX_ANSWER = 64 * 1024  # bytes of an answer read; a longer one is a failure
+
+
+class AnswerTooLarge(Exception):
+    """A receiver or backend answered with more than :data:`MAX_ANSWER` bytes."""
+
+
+async def post(
+    client: httpx2.AsyncClient, url: str, body: bytes, headers: dict[str, str], within: float
+) -> tuple[int, bytes]:
+    """POST ``body``; the status and the answer's body, all within ``within`` seconds
+    (else ``TimeoutError``), at most :data:`MAX_ANSWER` bytes of it, never compressed
+    (else :class:`AnswerTooLarge`)."""
+    async with asyncio.timeout(within):
+        async with client.stream(
+            "POST", url, content=body, headers={**headers, "Accept-Encoding": "identity"}
+        ) as response:
+            answer = bytearray()
+            async for chunk in response.aiter_raw():
+                answer += chunk
+                if len(answer) > MAX_ANSWER:
+                    raise AnswerTooLarge(f"over {MAX_ANSWER} bytes")
+            return response.status_code, bytes(answer)
+
+
+FAILURES = (httpx2.HTTPError, TimeoutError, AnswerTooLarge)  # what a call may end in
+
+
 class InvalidSignature(Exception):
     """A webhook request that does not carry a valid, recent signature."""
 
@@ -62,7 +90,11 @@ def verify(
     lowered = {name.lower(): value for name, value in headers.items()}
     stamp = lowered.get(TIMESTAMP_HEADER.lower(), "")
     given = lowered.get(SIGNATURE_HEADER.lower(), "")
-    if not stamp.isdigit() or not given:
+    # ASCII digits only, and few: "²" is a digit to str.isdigit, and int() of thousands
+    # of digits raises; a signature that is not ASCII would make compare_digest raise.
+    if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 12) or not given.isascii():
+        raise InvalidSignature("no timestamp or no signature")
+    if not given:
         raise InvalidSignature("no timestamp or no signature")
     if abs((time.time() if now is None else now) - int(stamp)) > tolerance:
         raise InvalidSignature("the timestamp is too far from now (a replay?)")
@@ -159,11 +191,11 @@ class Delivery:
                 SIGNATURE_HEADER: signature(self.secret, stamp, body),
             }
             try:
-                response = await client.post(self.url, content=body, headers=headers)
-                if 200 <= response.status_code < 300:
+                status, _ = await post(client, self.url, body, headers, self.timeout)
+                if 200 <= status < 300:
                     break
-                reason = f"answered {response.status_code}"
-            except httpx2.HTTPError as exc:
+                reason = f"answered {status}"
+            except FAILURES as exc:
                 reason = type(exc).__name__
             self._failed.inc()
             await self._count()  # what waits behind it, while the receiver fails

@@ -281,6 +281,10 @@ async def test_a_send_id_stores_the_message_once_per_user_and_room(open_store: O
     with pytest.raises(AlreadySent):
         await store.append("r", "bot", "hi", TS, send_id="k1")
     assert (await store.append("r", "Ann", "hi", TS, user="ann")).seq == 4
+    kept = await store.sent_before("r", "ann", "k1")
+    assert kept is not None and (kept.seq, kept.ts) == (1, TS)
+    assert await store.sent_before("r", "ann", "k9") is None
+    assert await store.sent_before("r", None, "k1") is not None  # the server's (bot's) own
     # deleted since: still a repeat, of that seq
     await store.change("r", DeleteChange(1, "ann", "Ann"), TS)
     with pytest.raises(AlreadySent) as repeat:

@@ -211,6 +211,13 @@ class RoomSession:
                 self.require_writer(room, ref)
                 protocol.check_text(text, self.max_text, ref)
                 protocol.check_data(data, self.max_data, ref)
+                if send_id is not None and self.hub.hooks.publish_url:
+                    # A repeat is answered, whatever the hook would say of it now.
+                    async with self.storing(room, ref, "not sent"):
+                        kept = await self.hub.store.sent_before(room, identity.user, send_id)
+                    if kept is not None:
+                        self.reply(protocol.Ack(room=room, seq=kept.seq, ref=ref, repeat=True))
+                        return
                 text, data = await self.hub.hooks.publish(
                     self.hook_payload("send", room, reply_to=reply_to), text, data, ref
                 )

@@ -145,6 +145,10 @@ class Store(ABC):
         store it once)."""
 
     @abstractmethod
+    async def sent_before(self, room: str, user: str | None, send_id: str) -> AlreadySent | None:
+        """The message stored with this ``send_id`` (as ``append`` keys it), if any."""
+
+    @abstractmethod
     async def change(self, room: str, change: MessageChange, ts: str) -> RoomEvent | None:
         """Edit, delete or react to a message (:func:`hubbub.stores.chat.change_message`
         decides): the event stored, with its ``seq``; None if nothing changed."""

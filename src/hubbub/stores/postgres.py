@@ -241,6 +241,16 @@ class PostgresStore(Store):
         assert isinstance(message, Message)
         return message
 
+    async def sent_before(self, room: str, user: str | None, send_id: str) -> AlreadySent | None:
+        kept = await self.pool.fetchrow(
+            "SELECT seq, ts FROM hubbub_send_ids "
+            "WHERE room = $1 AND user_id = $2 AND send_id = $3 AND seq > 0",
+            room,
+            user or "",
+            send_id,
+        )
+        return None if kept is None else AlreadySent(int(kept["seq"]), str(kept["ts"]))
+
     async def change(self, room: str, change: MessageChange, ts: str) -> RoomEvent | None:
         async with self.pool.acquire() as conn, conn.transaction():
             target = await _select(conn, room, change.seq, " FOR UPDATE")

@@ -203,11 +203,13 @@ class SqliteStore(Store):
             if db.in_transaction:
                 db.execute("COMMIT")
         except BaseException as exc:  # handed to every caller
-            if db.in_transaction:
-                db.execute("ROLLBACK")
             outcomes = [(done, None, exc) for _, done in batch]
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-            loop.call_soon_threadsafe(_settle, outcomes)
+            with contextlib.suppress(sqlite3.Error):  # (a failed rollback fails nobody twice)
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+        finally:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(_settle, outcomes)
 
     async def start(self) -> None:
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hubbub-sqlite")
@@ -286,6 +288,15 @@ class SqliteStore(Store):
         message = chat.event_of(room, row)
         assert isinstance(message, Message)
         return message
+
+    async def sent_before(self, room: str, user: str | None, send_id: str) -> AlreadySent | None:
+        kept = await self._run(
+            lambda db: db.execute(
+                "SELECT seq, ts FROM send_ids WHERE room = ? AND user_id = ? AND send_id = ?",
+                (room, user or "", send_id),
+            ).fetchone()
+        )
+        return None if kept is None else AlreadySent(int(kept[0]), str(kept[1]))
 
     async def change(self, room: str, change: MessageChange, ts: str) -> RoomEvent | None:
         retention, targets = self.retention, self.webhook_targets

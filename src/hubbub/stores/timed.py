@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 
 from hubbub.metrics import Metrics
 from hubbub.protocol import Message, Moderation, Person, RoomEvent, RoomSummary
-from hubbub.stores.base import OutboxEvent, RoomSettings, Store
+from hubbub.stores.base import AlreadySent, OutboxEvent, RoomSettings, Store
 from hubbub.stores.chat import Membership, MessageChange, ModerationChange
 
 T = TypeVar("T")
@@ -78,6 +78,9 @@ class TimedStore(Store):
                 room, sender, text, ts, user=user, reply_to=reply_to, data=data, send_id=send_id
             ),
         )
+
+    async def sent_before(self, room: str, user: str | None, send_id: str) -> AlreadySent | None:
+        return await self._timed("append", self.inner.sent_before(room, user, send_id))
 
     async def change(self, room: str, change: MessageChange, ts: str) -> RoomEvent | None:
         return await self._timed("change", self.inner.change(room, change, ts))
