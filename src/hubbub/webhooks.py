@@ -206,11 +206,16 @@ class Delivery:
                 reason,
                 wait,
             )
-            await asyncio.sleep(wait * random.uniform(0.8, 1.2))
+            # Wait, keeping the lease (a wait longer than it would hand the URL to another
+            # process, which would start its backoff over).
+            pause = wait * random.uniform(0.8, 1.2)
             wait = min(wait * 2, self.backoff_max)
-            # Still ours? Another process may have taken over while we waited.
-            if not await self.store.outbox_lease(self.url, self.owner, LEASE_SECONDS):
-                return
+            while pause > 0:
+                await asyncio.sleep(min(pause, LEASE_SECONDS / 3))
+                pause -= LEASE_SECONDS / 3
+                # Still ours? It could have run out while this process was stalled.
+                if not await self.store.outbox_lease(self.url, self.owner, LEASE_SECONDS):
+                    return
         await self.store.outbox_done(self.url, event.number)
         self._delivered.inc()
 

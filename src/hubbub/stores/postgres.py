@@ -15,7 +15,6 @@ it, so none waits on another in a cycle.
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -104,6 +103,7 @@ MIGRATIONS = [
 ]
 MIGRATION_LOCK = 0x6875_6262  # pg_advisory_xact_lock key: one migrator at a time
 PRUNE_EVERY = 100
+DEPTH_CAP = 10_000  # outbox events counted at most (the gauge says 'this many or more')
 
 COLUMNS = "seq, kind, sender, text, ts, user_id, target, extra"
 APPEND = """
@@ -464,16 +464,17 @@ class PostgresStore(Store):
         )
 
     async def outbox_lease(self, target: str, owner: str, seconds: float) -> bool:
-        now = time.time()
+        # The database's clock, not this machine's: processes on machines whose clocks
+        # differ must agree when a lease ran out.
         taken = await self.pool.fetchval(
-            "INSERT INTO hubbub_outbox_leases VALUES ($1, $2, $3) ON CONFLICT (target) "
-            "DO UPDATE SET owner = excluded.owner, until = excluded.until "
+            "WITH now AS (SELECT extract(epoch FROM clock_timestamp())::float8 AS t) "
+            "INSERT INTO hubbub_outbox_leases SELECT $1, $2, t + $3 FROM now "
+            "ON CONFLICT (target) DO UPDATE SET owner = excluded.owner, until = excluded.until "
             "WHERE hubbub_outbox_leases.owner = excluded.owner "
-            "OR hubbub_outbox_leases.until < $4 RETURNING 1",
+            "OR hubbub_outbox_leases.until < (SELECT t FROM now) RETURNING 1",
             target,
             owner,
-            now + seconds,
-            now,
+            seconds,
         )
         return taken is not None
 
@@ -492,11 +493,16 @@ class PostgresStore(Store):
         )
 
     async def outbox_depth(self, target: str) -> tuple[int, str | None]:
-        record = await self.pool.fetchrow(
-            "SELECT count(*) AS n, min(created) AS oldest FROM hubbub_outbox WHERE target = $1",
+        # Both from the index, and bounded: this runs before every batch.
+        count = await self.pool.fetchval(
+            "SELECT count(*) FROM (SELECT 1 FROM hubbub_outbox WHERE target = $1 LIMIT $2) AS s",
             target,
+            DEPTH_CAP,
         )
-        return int(record["n"]), record["oldest"]
+        oldest = await self.pool.fetchval(
+            "SELECT created FROM hubbub_outbox WHERE target = $1 ORDER BY number LIMIT 1", target
+        )
+        return int(count), oldest
 
 
 def _row(record: Any) -> Row:

@@ -106,6 +106,7 @@ MIGRATIONS = [
     """,
 ]
 PRUNE_EVERY = 100  # seqs per room between retention passes
+DEPTH_CAP = 10_000  # outbox events counted at most (the gauge says 'this many or more')
 BUSY_TIMEOUT_MS = 10_000  # how long a write waits for another process's lock
 
 COLUMNS = "seq, kind, sender, text, ts, user_id, target, extra"
@@ -529,12 +530,18 @@ class SqliteStore(Store):
         )
 
     async def outbox_depth(self, target: str) -> tuple[int, str | None]:
-        count, oldest = await self._run(
-            lambda db: db.execute(
-                "SELECT count(*), min(created) FROM outbox WHERE target = ?", (target,)
+        def depth(db: sqlite3.Connection) -> tuple[int, str | None]:
+            # Both from the index, and bounded: this runs before every batch.
+            (count,) = db.execute(
+                "SELECT count(*) FROM (SELECT 1 FROM outbox WHERE target = ? LIMIT ?)",
+                (target, DEPTH_CAP),
             ).fetchone()
-        )
-        return int(count), oldest
+            oldest = db.execute(
+                "SELECT created FROM outbox WHERE target = ? ORDER BY number LIMIT 1", (target,)
+            ).fetchone()
+            return int(count), None if oldest is None else str(oldest[0])
+
+        return await self._run(depth)
 
 
 def _row(values: tuple[Any, ...]) -> Row:
