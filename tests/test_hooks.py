@@ -19,7 +19,10 @@ from tests.test_chat_ws import request
 from tests.webhook_receiver import Answer, Receiver
 
 SECRET = "hook-secret-for-tests"
-SESSIONS = {"s-ann": {"user": "u-ann", "name": "Ann", "moderate": ["team-*"]}}
+SESSIONS = {
+    "s-ann": {"user": "u-ann", "name": "Ann", "rooms": ["team-*"], "moderate": ["team-*"]},
+    "s-cy": {"user": "u-cy"},  # no rooms said: none, as in a token
+}
 
 
 @pytest.fixture
@@ -71,6 +74,16 @@ async def test_the_connect_hook_turns_the_backends_cookie_into_an_identity(
     assert call["headers"]["cookie"] == "app_session=s-ann" and call["client"] == "127.0.0.1"
     assert headers["Hubbub-Hook"] == "connect"
 
+    mark = len(ann.frames)
+    await ann.send(type="join", room="lobby")  # not in its patterns
+    assert (await ann.next_of("error", mark))["code"] == "forbidden"
+    cy = RoomClient(
+        await connect(server.ws("/v1/ws"), additional_headers={"Cookie": "app_session=s-cy"})
+    )
+    await cy.next_of("welcome")
+    await cy.send(type="join", room="team-a")
+    assert (await cy.next_of("error"))["code"] == "forbidden"
+    await cy.close()
     # An unknown session is refused; no opinion leaves it to the hello.
     refused = RoomClient(
         await connect(server.ws("/v1/ws"), additional_headers={"Cookie": "app_session=bad"})

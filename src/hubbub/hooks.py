@@ -41,9 +41,8 @@ class HookIdentity(msgspec.Struct, forbid_unknown_fields=False):
 
     user: Annotated[str, Meta(min_length=1, max_length=256)]
     name: Annotated[str, Meta(min_length=1, max_length=64)] | None = None
-    rooms: Annotated[list[Pattern], Meta(max_length=100)] = msgspec.field(
-        default_factory=lambda: ["*"]
-    )
+    # None unless said, as in a token: a backend that forgets the field opens nothing.
+    rooms: Annotated[list[Pattern], Meta(max_length=100)] = msgspec.field(default_factory=list)
     write: Annotated[list[Pattern], Meta(max_length=100)] | None = None
     moderate: Annotated[list[Pattern], Meta(max_length=100)] = msgspec.field(default_factory=list)
     expires: float | None = None
