@@ -33,3 +33,22 @@ def test_a_refused_secret_is_named_not_shown(tmp_path: Path) -> None:
         assert done.returncode == 2, done.stderr
         assert "jwt_secret" in done.stderr and "32 characters" in done.stderr
         assert SECRET not in done.stderr + done.stdout
+
+
+def test_config_show_hides_every_credential_a_url_can_carry() -> None:
+    from hubbub.configfile import shown
+
+    cases = {
+        ("broker_url", "redis://:pw@10.0.0.5:6379/0"): "redis://:***@10.0.0.5:6379/0",
+        ("store_url", "postgresql://u:p@ss@db/x"): "postgresql://u:***@db/x",  # an @ in it
+        ("broker_url", "nats://u:pa,ss@n"): "nats://u:***@n",  # a comma in it
+        ("webhook_urls", "https://a/in?token=t,https://apitoken@b/hook"): (
+            "https://a/in?token=***,https://***@b/hook"  # a user name alone may be a token
+        ),
+        (
+            "connect_hook_url",
+            "https://x/h?sig=s1&code=c2&ok=2",
+        ): "https://x/h?sig=***&code=***&ok=2",
+    }
+    for (name, value), expected in cases.items():
+        assert shown(name, value) == expected

@@ -18,7 +18,6 @@ import difflib
 import json
 import math
 import os
-import re
 import textwrap
 import tomllib
 import types
@@ -44,7 +43,6 @@ CONFIG_VARIABLE = "HUBBUB_CONFIG"
 """The variable that names a configuration file when ``--config`` does not."""
 
 SECRET_WORDS = frozenset({"secret", "password", "token"})
-_URL_PASSWORD = re.compile(r"(?<=://)([^/@:\s,]*):([^/@\s,]+)@")
 
 
 def is_secret(name: str) -> bool:
@@ -63,8 +61,22 @@ def shown(name: str, value: object) -> object:
     if is_secret(name):
         return "***"
     if isinstance(value, str) and "://" in value:
-        return redact(_URL_PASSWORD.sub(r"\1:***@", value))
+        urls = value.split(",") if name == "webhook_urls" else [value]  # a list of URLs
+        return ",".join(redact(_without_credentials(url)) for url in urls)
     return value
+
+
+def _without_credentials(url: str) -> str:
+    """``url`` with its user-info's password (or a lone user name, which may be a
+    token) as ``***``: everything up to the authority's last ``@``."""
+    scheme, sep, rest = url.partition("://")
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    authority = rest[:end]
+    if not sep or "@" not in authority:
+        return url
+    userinfo, host = authority.rsplit("@", 1)
+    user = userinfo.split(":", 1)[0] + ":" if ":" in userinfo else ""
+    return f"{scheme}://{user}***@{host}{rest[end:]}"
 
 
 Kind = Literal["default", "file", "env", "flag"]

@@ -12,7 +12,10 @@ from urllib.parse import unquote_plus
 # Query parameters that carry credentials, wherever a URL appears in a line (uvicorn's
 # "WebSocket /v1/ws?token=… [accepted]" among others), however their names are encoded.
 SECRET_PARAMETERS = frozenset(
-    {"token", "access_token", "guest", "api_key", "key", "password", "secret", "session"}
+    {
+        *("token", "access_token", "guest", "api_key", "apikey", "key", "password"),
+        *("secret", "session", "sig", "signature", "code", "auth"),
+    }
 )
 PARAMETER = re.compile(r"(?<=[?&;])([^=&\s\"'#?;]+)=([^&\s\"'#;]*)")
 
