@@ -521,10 +521,11 @@ class Hub:
         await self.presence.remove(room, member.user)
         if not feed.members:
             await self._close_feed(room)
-        present = self.presence.members(room)
-        if member.user not in present:  # its last connection in the room, on any process
+        # Its last connection in the room, on any process (only looked at for webhooks:
+        # a copy of the member list per leave would cost every big room).
+        if self._deliveries and not self.presence.has(room, member.user):
             await self._notify("member.left", room, user=member.user, name=member.name)
-            if not present:
+            if not self.presence.members(room):
                 await self._notify("room.vacated", room)
         return True
 
